@@ -1,0 +1,5 @@
+"""estimators: generalized conditional entropy estimators on arrays."""
+
+from estimators.errors import ValidationError
+
+__all__ = ["ValidationError"]

@@ -1,0 +1,96 @@
+"""The one-way layers of STYLE.md, and the explicit public API."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# Rank of each clt_gen module: a module may import only modules of lower or equal rank.
+LAYER = {
+    "_version": 0,
+    "errors": 0,
+    "_io": 0,
+    "duality": 1,
+    "testing": 2,
+    "data": 2,
+    "models": 2,
+    "checkpoints": 3,
+    "training": 4,
+    "features": 4,
+    "trainability": 4,
+    "bounds": 5,
+    "evaluate": 6,
+    "population": 6,
+    "report": 7,
+    "demo": 8,
+    "cli": 9,
+}
+
+
+def _imports(path: pathlib.Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def _module_name(path: pathlib.Path, package: str) -> str:
+    rel = path.relative_to(ROOT / package).with_suffix("")
+    return rel.parts[0] if rel.parts[0] != "__init__" else "__init__"
+
+
+def test_estimators_never_import_clt_gen():
+    for path in (ROOT / "estimators").rglob("*.py"):
+        bad = {m for m in _imports(path) if m == "clt_gen" or m.startswith("clt_gen.")}
+        assert not bad, f"{path} imports {bad}: estimators must not depend on clt_gen"
+
+
+def test_clt_gen_layers_are_one_way():
+    for path in (ROOT / "clt_gen").rglob("*.py"):
+        mod = _module_name(path, "clt_gen")
+        if mod == "__init__":
+            continue
+        assert mod in LAYER, f"clt_gen/{mod} has no layer in tests/test_architecture.py"
+        for imp in _imports(path):
+            if not imp.startswith("clt_gen."):
+                continue
+            target = imp.split(".")[1]
+            assert LAYER[target] <= LAYER[mod], (
+                f"clt_gen.{mod} (layer {LAYER[mod]}) imports clt_gen.{target} "
+                f"(layer {LAYER[target]}): a back-edge"
+            )
+
+
+def test_bounds_and_estimators_take_no_models():
+    for path in [ROOT / "clt_gen" / "bounds.py", *(ROOT / "estimators").rglob("*.py")]:
+        if path.exists():
+            banned = {"clt_gen.models", "clt_gen.checkpoints", "clt_gen.features"}
+            assert not (_imports(path) & banned), f"{path} imports network code"
+
+
+@pytest.mark.parametrize(
+    "module",
+    sorted(
+        {f"clt_gen.{p.stem}" for p in (ROOT / "clt_gen").glob("*.py") if not p.stem.startswith("_")}
+        | {
+            f"estimators.{p.stem}"
+            for p in (ROOT / "estimators").glob("*.py")
+            if not p.stem.startswith("_")
+        }
+        | {"clt_gen", "estimators"}
+    ),
+)
+def test_all_is_explicit_and_resolvable(module):
+    mod = importlib.import_module(module.replace(".__init__", ""))
+    assert hasattr(mod, "__all__"), f"{module} must define __all__"
+    for name in mod.__all__:
+        assert hasattr(mod, name), f"{module}.__all__ lists {name!r}, which does not exist"
