@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 lint: install
-	$(VENV)/bin/ruff check clt_gen estimators tests experiments benchmarks
+	$(VENV)/bin/ruff check $(wildcard clt_gen estimators tests experiments benchmarks)
 
 typecheck: install
 	$(VENV)/bin/mypy clt_gen estimators

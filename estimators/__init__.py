@@ -1,5 +1,45 @@
-"""estimators: generalized conditional entropy estimators on arrays."""
+"""estimators: generalized conditional entropy estimators on arrays.
 
+NumPy arrays in, :class:`Estimate` results out. The package knows nothing about networks,
+checkpoints or bounds; torch is used only as a fast (and GPU) path for neighbour search.
+
+Examples
+--------
+>>> import numpy as np
+>>> from estimators import conditional_entropy
+>>> rng = np.random.default_rng(0)
+>>> y = rng.integers(0, 2, 2000)
+>>> z = rng.normal(size=(2000, 2)) + 3.0 * y[:, None]   # well separated classes
+>>> est = conditional_entropy(z, y, method="gaussian", random_state=0)
+>>> est.value < 0.1 and est.ci[0] <= est.value <= est.ci[1]
+True
+"""
+
+from estimators.core import (
+    DEFAULT_METHOD,
+    Estimate,
+    conditional_entropy,
+    entropy,
+    information_loss,
+    mutual_information,
+)
+from estimators.entropies import OMEGAS, generalized_entropy, max_entropy, scoring_rule
 from estimators.errors import ValidationError
+from estimators.methods import METHODS
+from estimators.neighbors import knn_search
 
-__all__ = ["ValidationError"]
+__all__ = [
+    "DEFAULT_METHOD",
+    "Estimate",
+    "METHODS",
+    "OMEGAS",
+    "ValidationError",
+    "conditional_entropy",
+    "entropy",
+    "generalized_entropy",
+    "information_loss",
+    "knn_search",
+    "max_entropy",
+    "mutual_information",
+    "scoring_rule",
+]

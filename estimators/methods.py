@@ -1,0 +1,346 @@
+"""The estimation methods. Each returns a :class:`Statistic`: a function of bootstrap
+weights (one non-negative weight per sample) whose value at unit weights is the estimate.
+
+Methods whose estimate is a mean of per-sample terms (``knn``, ``ksg``, ``gaussian``,
+``probe``) give those terms; count-based methods (``plugin``, ``quantized``) recompute
+weighted counts. Nuisance fits (neighbours, k-means, Gaussians, probes) are made once,
+so the bootstrap reflects sampling noise given the fitted nuisance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.special import digamma
+
+from estimators._validation import check_float, check_int
+from estimators.entropies import generalized_entropy, scoring_rule
+from estimators.errors import ValidationError
+from estimators.neighbors import count_within, knn_search
+
+__all__ = ["Statistic", "METHODS", "two_folds"]
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """``terms`` (per-sample) or ``func`` (weights -> value); ``params`` as resolved."""
+
+    terms: np.ndarray | None = None
+    func: Callable[[np.ndarray], float] | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    flags: tuple[str, ...] = ()
+
+    def __call__(self, weights: np.ndarray) -> float:
+        if self.terms is not None:
+            return float(np.dot(weights, self.terms) / weights.sum())
+        assert self.func is not None
+        return self.func(weights)
+
+    def batch(self, weights: np.ndarray) -> np.ndarray:
+        """Values for a ``(n_bootstrap, n_samples)`` matrix of weights."""
+        if self.terms is not None:
+            return (weights @ self.terms) / weights.sum(1)
+        return np.array([self(w) for w in weights])
+
+
+def two_folds(n_samples: int, rng: np.random.Generator) -> np.ndarray:
+    """A random split into two halves: fold index (0 or 1) per sample."""
+    fold = np.zeros(n_samples, dtype=np.int64)
+    fold[rng.permutation(n_samples)[n_samples // 2 :]] = 1
+    return fold
+
+
+def _counts(codes: np.ndarray, y: np.ndarray, w: np.ndarray, n_cells: int, n_classes: int):
+    flat = codes * n_classes + y
+    return np.bincount(flat, weights=w, minlength=n_cells * n_classes).reshape(n_cells, n_classes)
+
+
+def _plugin_value(counts: np.ndarray, omega: str, alpha: float, miller_madow: bool) -> float:
+    n_c = counts.sum(1)
+    keep = n_c > 0
+    c, n_c = counts[keep], n_c[keep]
+    total = n_c.sum()
+    h = generalized_entropy(c / n_c[:, None], omega=omega, alpha=alpha)
+    value = float(np.sum(n_c * h) / total)
+    if miller_madow:
+        m_c = (c > 0).sum(1)
+        value += float(np.sum((m_c - 1) / 2.0) / total)
+    return value
+
+
+def _encode(z: np.ndarray, discrete: bool) -> np.ndarray:
+    if discrete:
+        return np.unique(z, return_inverse=True)[1].ravel()
+    return np.unique(z, axis=0, return_inverse=True)[1].ravel()
+
+
+# ---------------------------------------------------------------------------
+
+
+def plugin(
+    z: np.ndarray,
+    y: np.ndarray,
+    *,
+    discrete: bool,
+    n_classes: int,
+    omega: str,
+    alpha: float,
+    rng: np.random.Generator,
+    miller_madow: bool = False,
+) -> Statistic:
+    """Plug-in on discrete codes (2-D features: identical rows form a cell)."""
+    if miller_madow and omega != "shannon":
+        raise ValidationError(
+            f"miller_madow applies to omega='shannon' only (got omega={omega!r}); "
+            "drop miller_madow=True"
+        )
+    codes = _encode(z, discrete)
+    n_cells = int(codes.max()) + 1
+    flags = ("small_sample",) if len(y) < 5 * n_cells else ()
+
+    def func(w: np.ndarray) -> float:
+        return _plugin_value(_counts(codes, y, w, n_cells, n_classes), omega, alpha, miller_madow)
+
+    return Statistic(
+        func=func, params={"miller_madow": miller_madow, "n_cells": n_cells}, flags=flags
+    )
+
+
+def quantized(
+    z: np.ndarray,
+    y: np.ndarray,
+    *,
+    discrete: bool,
+    n_classes: int,
+    omega: str,
+    alpha: float,
+    rng: np.random.Generator,
+    n_cells: int = 32,
+    miller_madow: bool = False,
+) -> Statistic:
+    """Plug-in on k-means codes; each half is coded by k-means fitted on the other half."""
+    from sklearn.cluster import KMeans
+
+    n = len(y)
+    n_cells = check_int(
+        "n_cells", n_cells, low=1, high=n // 2 + 1, hint="k-means is fitted on half of the samples"
+    )
+    fold = two_folds(n, rng)
+    codes = np.empty(n, dtype=np.int64)
+    for f in (0, 1):
+        km = KMeans(n_clusters=n_cells, n_init=3, random_state=int(rng.integers(2**31)))
+        km.fit(z[fold != f])
+        codes[fold == f] = km.predict(z[fold == f])
+
+    def func(w: np.ndarray) -> float:
+        vals, wts = [], []
+        for f in (0, 1):
+            m = fold == f
+            counts = _counts(codes[m], y[m], w[m], n_cells, n_classes)
+            vals.append(_plugin_value(counts, omega, alpha, miller_madow))
+            wts.append(w[m].sum())
+        return float(np.dot(vals, wts) / np.sum(wts))
+
+    flags = ("small_sample",) if n < 10 * n_cells else ()
+    return Statistic(
+        func=func, params={"n_cells": n_cells, "miller_madow": miller_madow}, flags=flags
+    )
+
+
+def _local_entropy(freq_counts: np.ndarray, k: int, omega: str, alpha: float, correct: bool):
+    """Entropy of neighbour label frequencies, with the local finite-sample correction."""
+    p = freq_counts / k
+    h = generalized_entropy(p, omega=omega, alpha=alpha)
+    if not correct or k < 2:
+        return h
+    if omega in ("squared", "sparsemax"):
+        return h * k / (k - 1.0)  # unbiased Gini for a multinomial sample of size k
+    if omega == "tsallis" and alpha == 2.0:
+        return h * k / (k - 1.0)
+    if omega == "shannon":
+        return h + ((freq_counts > 0).sum(1) - 1) / (2.0 * k)  # Miller–Madow
+    return h
+
+
+def knn(
+    z: np.ndarray,
+    y: np.ndarray,
+    *,
+    discrete: bool,
+    n_classes: int,
+    omega: str,
+    alpha: float,
+    rng: np.random.Generator,
+    k: int = 20,
+    correction: bool = True,
+    device: Any = None,
+) -> Statistic:
+    """Cross-fitted kNN posterior: neighbours of each point are taken in the other half."""
+    n = len(y)
+    half = n // 2
+    k = check_int(
+        "k",
+        k,
+        low=1,
+        high=half + 1,
+        hint=f"neighbours come from the other half of the n_samples={n} points",
+    )
+    fold = two_folds(n, rng)
+    terms = np.empty(n)
+    for f in (0, 1):
+        q_idx, d_idx = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
+        _, nbr = knn_search(z[q_idx], z[d_idx], k, device=device)
+        labels = y[d_idx][nbr]  # (n_q, k)
+        counts = np.zeros((len(q_idx), n_classes))
+        np.add.at(counts, (np.repeat(np.arange(len(q_idx)), k), labels.ravel()), 1.0)
+        terms[q_idx] = _local_entropy(counts, k, omega, alpha, correction)
+    return Statistic(terms=terms, params={"k": k, "correction": correction})
+
+
+def ksg(
+    z: np.ndarray,
+    y: np.ndarray,
+    *,
+    discrete: bool,
+    n_classes: int,
+    omega: str,
+    alpha: float,
+    rng: np.random.Generator,
+    k: int = 5,
+    device: Any = None,
+) -> Statistic:
+    """Ross (2014) mixed discrete/continuous MI; ``H(Y|Z) = H(Y) − I(Z;Y)``."""
+    if omega != "shannon":
+        raise ValidationError(
+            f"method='ksg' estimates Shannon mutual information only (got omega={omega!r}); "
+            "use method='knn' or 'gaussian' for other omegas"
+        )
+    n = len(y)
+    class_counts = np.bincount(y, minlength=n_classes)
+    small = int(class_counts[class_counts > 0].min())
+    k = check_int(
+        "k",
+        k,
+        low=1,
+        high=small,
+        hint=f"each class needs more than k samples (smallest class has {small})",
+    )
+    radius2 = np.empty(n)
+    for c in np.flatnonzero(class_counts):
+        idx = np.flatnonzero(y == c)
+        d2, _ = knn_search(z[idx], z[idx], k, exclude_self=True, device=device)
+        radius2[idx] = d2[:, -1]
+    m = count_within(z, z, radius2, device=device) - 1  # exclude the point itself
+    m = np.maximum(m, k)
+    prior = class_counts / n
+    terms_i = digamma(n) + digamma(k) - digamma(class_counts[y]) - digamma(m)
+    terms = -np.log(prior[y]) - terms_i
+    return Statistic(terms=terms, params={"k": k})
+
+
+def _gaussian_posterior(
+    z_fit: np.ndarray,
+    y_fit: np.ndarray,
+    z_eval: np.ndarray,
+    n_classes: int,
+    covariance: str,
+    shrinkage: float | None,
+) -> np.ndarray:
+    from scipy.special import logsumexp
+    from sklearn.covariance import ledoit_wolf
+
+    d = z_fit.shape[1]
+    log_lik = np.full((len(z_eval), n_classes), -np.inf)
+    counts = np.bincount(y_fit, minlength=n_classes)
+    means = {c: z_fit[y_fit == c].mean(0) for c in np.flatnonzero(counts)}
+
+    def shrunk(x: np.ndarray) -> np.ndarray:
+        if shrinkage is None:
+            cov, _ = ledoit_wolf(x, assume_centered=True)
+        else:
+            emp = x.T @ x / max(1, len(x))
+            mu = np.trace(emp) / d
+            cov = (1 - shrinkage) * emp + shrinkage * mu * np.eye(d)
+        return cov + 1e-9 * np.trace(cov) / d * np.eye(d) + 1e-12 * np.eye(d)
+
+    if covariance == "shared":
+        resid = np.concatenate([z_fit[y_fit == c] - means[c] for c in means])
+        covs = dict.fromkeys(means, shrunk(resid))
+    else:
+        covs = {c: shrunk(z_fit[y_fit == c] - means[c]) for c in means}
+    for c in means:
+        chol = np.linalg.cholesky(covs[c])
+        sol = np.linalg.solve(chol, (z_eval - means[c]).T)
+        logdet = 2 * np.sum(np.log(np.diag(chol)))
+        log_lik[:, c] = -0.5 * np.sum(sol * sol, 0) - 0.5 * logdet + np.log(counts[c] / len(y_fit))
+    return np.exp(log_lik - logsumexp(log_lik, axis=1, keepdims=True))
+
+
+def gaussian(
+    z: np.ndarray,
+    y: np.ndarray,
+    *,
+    discrete: bool,
+    n_classes: int,
+    omega: str,
+    alpha: float,
+    rng: np.random.Generator,
+    covariance: str = "shared",
+    shrinkage: float | None = None,
+) -> Statistic:
+    """Class-conditional Gaussians (Ledoit–Wolf shrinkage by default), cross-fitted."""
+    if covariance not in ("shared", "per_class"):
+        raise ValidationError(f"covariance must be 'shared' or 'per_class' (got {covariance!r})")
+    if shrinkage is not None:
+        shrinkage = check_float("shrinkage", shrinkage, low=0.0, high=1.0, inclusive=True)
+    fold = two_folds(len(y), rng)
+    terms = np.empty(len(y))
+    for f in (0, 1):
+        post = _gaussian_posterior(
+            z[fold != f], y[fold != f], z[fold == f], n_classes, covariance, shrinkage
+        )
+        terms[fold == f] = generalized_entropy(post, omega=omega, alpha=alpha)
+    return Statistic(terms=terms, params={"covariance": covariance, "shrinkage": shrinkage})
+
+
+def probe(
+    z: np.ndarray,
+    y: np.ndarray,
+    *,
+    discrete: bool,
+    n_classes: int,
+    omega: str,
+    alpha: float,
+    rng: np.random.Generator,
+    C: float = 1.0,
+    max_iter: int = 500,
+) -> Statistic:
+    """Cross-fitted multinomial logistic probe; held-out loss is an *upper* estimate."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    C = check_float("C", C, low=0.0, high=np.inf)
+    fold = two_folds(len(y), rng)
+    terms = np.empty(len(y))
+    for f in (0, 1):
+        fit, ev = fold != f, fold == f
+        scaler = StandardScaler().fit(z[fit])
+        clf = LogisticRegression(C=C, max_iter=max_iter)
+        clf.fit(scaler.transform(z[fit]), y[fit])
+        proba = np.zeros((int(ev.sum()), n_classes))
+        proba[:, clf.classes_] = clf.predict_proba(scaler.transform(z[ev]))
+        terms[ev] = scoring_rule(proba, y[ev], omega=omega, alpha=alpha)
+    return Statistic(terms=terms, params={"C": C}, flags=("upper_estimate",))
+
+
+METHODS: dict[str, Callable[..., Statistic]] = {
+    "plugin": plugin,
+    "quantized": quantized,
+    "knn": knn,
+    "ksg": ksg,
+    "gaussian": gaussian,
+    "probe": probe,
+}
