@@ -4,13 +4,15 @@ public function."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from clt_gen._version import __version__
 from clt_gen.errors import ValidationError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "train_config_from_args"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,8 +22,145 @@ def build_parser() -> argparse.ArgumentParser:
         description="Conjugate-learning-theory diagnostics for trained classifiers.",
     )
     parser.add_argument("--version", action="version", version=f"clt-gen {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_train(sub)
+    _add_layers(sub)
     return parser
+
+
+def _add_train(sub: Any) -> None:
+    p = sub.add_parser("train", help="train a network and save a safe checkpoint directory")
+    p.add_argument("--arch", default="lenet", help="architecture name (see `clt-gen layers`)")
+    p.add_argument(
+        "--arch-kwargs",
+        default="{}",
+        type=json.loads,
+        help='architecture options as JSON, e.g. \'{"k": 3, "w": 64}\'',
+    )
+    p.add_argument("--data", default="digits", help="dataset name")
+    p.add_argument("--data-dir", default=None, help="directory holding the dataset files")
+    p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.add_argument("--omega", default="shannon", help="training loss (regularizer name)")
+    p.add_argument("--alpha", type=float, default=1.5, help="Tsallis alpha (omega=tsallis)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--augment", action="store_true")
+    p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine")
+    p.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE")
+    p.add_argument("--random-labels", type=float, default=0.0, metavar="FRAC")
+    p.add_argument("--label-noise", type=float, default=0.0, metavar="FRAC")
+    p.add_argument(
+        "--duplicate-fraction",
+        type=float,
+        default=0.0,
+        metavar="FRAC",
+        help="duplicate this fraction of inputs with conflicting labels",
+    )
+    p.add_argument("--quantize-levels", type=int, default=None)
+    p.add_argument("--subset", type=int, default=None, metavar="N")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--check-fraction", type=float, default=0.5)
+    p.add_argument(
+        "--two-phase",
+        type=float,
+        default=None,
+        metavar="ALPHA",
+        help="train on fraction ALPHA, then retrain only the last layer on all",
+    )
+    p.add_argument(
+        "--probe-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="record trainability probe metrics every N steps",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run_train)
+
+
+def train_config_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`~clt_gen.training.TrainConfig` a ``train`` command line describes."""
+    from clt_gen.data import DataConfig
+    from clt_gen.training import TrainConfig
+
+    data = DataConfig(
+        subset=args.subset,
+        random_labels=args.random_labels,
+        label_noise=args.label_noise,
+        duplicate_fraction=args.duplicate_fraction,
+        quantize_levels=args.quantize_levels,
+        val_fraction=args.val_fraction,
+        check_fraction=args.check_fraction,
+        seed=args.seed,
+    )
+    return TrainConfig(
+        arch=args.arch,
+        arch_kwargs=args.arch_kwargs,
+        dataset=args.data,
+        data_dir=args.data_dir,
+        data=data,
+        omega=args.omega,
+        alpha=args.alpha,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        dropout=args.dropout,
+        label_smoothing=args.label_smoothing,
+        augment=args.augment,
+        schedule=args.schedule,
+        early_stopping=args.early_stopping,
+        two_phase=args.two_phase,
+        seed=args.seed,
+        device=args.device,
+        probe_every=args.probe_every,
+        progress=not args.no_progress,
+    )
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from clt_gen.training import train
+
+    result = train(train_config_from_args(args), args.out)
+    m = result.metrics
+    print(
+        f"saved {result.path}  train_acc={m['train_accuracy']:.4f}  "
+        f"check_acc={m['check_accuracy']:.4f}  ({m['train_seconds']:.1f}s)"
+    )
+    return 0
+
+
+def _add_layers(sub: Any) -> None:
+    p = sub.add_parser("layers", help="list the named layers of a checkpoint")
+    p.add_argument("checkpoint", help="checkpoint directory")
+    p.set_defaults(func=_run_layers)
+
+
+def _run_layers(args: argparse.Namespace) -> int:
+    from clt_gen.checkpoints import load_checkpoint
+    from clt_gen.features import default_layers, list_layers
+
+    ck = load_checkpoint(args.checkpoint)
+    shape = ck.meta["input_shape"]
+    default = set(default_layers(ck.model, shape))
+    print(f"{'layer':<32} {'type':<22} {'output shape':<18} {'params':>9}  default")
+    for info in list_layers(ck.model, shape):
+        mark = "*" if info.name in default else ""
+        print(
+            f"{'  ' * (info.depth - 1) + info.name:<32} {info.kind:<22} "
+            f"{str(info.output_shape):<18} {info.n_params:>9}  {mark}"
+        )
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -263,8 +263,10 @@ class Regularizer(ABC):
         return f"{type(self).__name__}({args})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Regularizer) and type(self) is type(other) and (
-            self.params == other.params
+        return (
+            isinstance(other, Regularizer)
+            and type(self) is type(other)
+            and (self.params == other.params)
         )
 
     def __hash__(self) -> int:

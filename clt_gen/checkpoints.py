@@ -1,0 +1,246 @@
+"""Safe checkpoints: ``model.safetensors`` + ``meta.json`` in a directory.
+
+``meta.json`` records the architecture and its kwargs, the dataset with its transforms
+and split seeds, the training configuration, final metrics (``metrics.check_accuracy``
+among them), the sha256 of the weights file and the package version. Loading verifies
+the hash before reading a single weight.
+
+Also accepted: a plain state-dict file read with ``torch.load(weights_only=True)``
+together with an architecture spec. A fully pickled model would run arbitrary code when
+unpickled, so it is loaded only with ``trust_pickle=True``.
+
+Examples
+--------
+>>> import tempfile, torch
+>>> from clt_gen.models import build_model
+>>> net = build_model("mlp", (4,), 3, width=8, depth=1)
+>>> d = tempfile.mkdtemp()
+>>> _ = save_checkpoint(d + "/ckpt", net, {"arch": "mlp", "arch_kwargs": {"width": 8, "depth": 1},
+...                                  "input_shape": [4], "n_classes": 3})
+>>> ck = load_checkpoint(d + "/ckpt")
+>>> torch.equal(ck.model(torch.ones(1, 4)), net.eval()(torch.ones(1, 4)))
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import pickle
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from clt_gen._version import __version__
+from clt_gen.errors import CheckpointError, ValidationError
+from clt_gen.models import build_model
+
+__all__ = [
+    "Checkpoint",
+    "save_checkpoint",
+    "load_checkpoint",
+    "file_sha256",
+    "atomic_write_text",
+    "WEIGHTS_FILE",
+    "META_FILE",
+]
+
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "meta.json"
+REQUIRED_META = ("arch", "input_shape", "n_classes")
+
+
+@dataclass
+class Checkpoint:
+    """A loaded model (in eval mode) and its metadata."""
+
+    model: nn.Module
+    meta: dict[str, Any]
+    path: pathlib.Path
+    sha256: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write a text file atomically (temporary file in the same directory, then rename)."""
+    p = pathlib.Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, meta: dict[str, Any]) -> str:
+    """Save ``model`` and ``meta`` to the directory ``path`` atomically.
+
+    Each file is written to a temporary name and renamed into place, weights first and
+    ``meta.json`` last: a crash leaves either the previous checkpoint or a weights file
+    whose hash does not match ``meta.json`` (detected on load), never a silent mix. Other
+    files in the directory (``metrics.jsonl``, reports) are kept. Returns the sha256 of the
+    weights file.
+    """
+    from safetensors.torch import save_file
+
+    missing = [k for k in REQUIRED_META if k not in meta]
+    if missing:
+        raise ValidationError(f"meta must contain {list(REQUIRED_META)} (missing {missing})")
+    dest = pathlib.Path(path)
+    dest.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{WEIGHTS_FILE}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, tmp)
+        digest = file_sha256(tmp)
+        os.replace(tmp, dest / WEIGHTS_FILE)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    full = {**meta, "weights_sha256": digest, "version": __version__, "format": 1}
+    atomic_write_text(dest / META_FILE, json.dumps(full, indent=2, sort_keys=True, default=str))
+    return digest
+
+
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{where}: parameter names do not match the architecture "
+            f"(missing {missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected "
+            f"{unexpected[:5]}{'...' if len(unexpected) > 5 else ''}); check the arch and kwargs"
+        )
+    bad = [k for k in own if tuple(own[k].shape) != tuple(state[k].shape)]
+    if bad:
+        raise CheckpointError(
+            f"{where}: shapes differ for {bad[:5]} (e.g. {bad[0]}: file "
+            f"{tuple(state[bad[0]].shape)}, model {tuple(own[bad[0]].shape)})"
+        )
+    model.load_state_dict(state)
+
+
+def _build(meta: dict[str, Any], where: str) -> nn.Module:
+    missing = [k for k in REQUIRED_META if k not in meta]
+    if missing:
+        raise CheckpointError(f"{where}: metadata lacks {missing}; it needs {list(REQUIRED_META)}")
+    return build_model(
+        meta["arch"], meta["input_shape"], meta["n_classes"], **meta.get("arch_kwargs", {})
+    )
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    arch: dict[str, Any] | None = None,
+    trust_pickle: bool = False,
+    map_location: str | torch.device = "cpu",
+) -> Checkpoint:
+    """Load a checkpoint directory, a state-dict file, or (opt-in) a pickled model.
+
+    Parameters
+    ----------
+    path : path
+        A checkpoint directory (``model.safetensors`` + ``meta.json``), a ``.safetensors``
+        or ``.pt``/``.pth`` state-dict file (then ``arch`` is required), or a pickled
+        model file (then ``trust_pickle=True`` is required).
+    arch : dict, optional
+        ``{"arch": ..., "input_shape": [...], "n_classes": ..., "arch_kwargs": {...}}`` for
+        bare state-dict files.
+    trust_pickle : bool
+        Allow full unpickling, which can execute code stored in the file. Only for files
+        you created yourself.
+
+    Raises
+    ------
+    CheckpointError
+        Missing or corrupted files, hash mismatch, names or shapes that do not match,
+        or a file that needs unpickling without ``trust_pickle``.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    p = pathlib.Path(path)
+    if not p.exists():
+        raise CheckpointError(f"checkpoint path does not exist: {str(p)!r}")
+    if p.is_dir():
+        meta_path, weights = p / META_FILE, p / WEIGHTS_FILE
+        if not meta_path.exists() or not weights.exists():
+            raise CheckpointError(
+                f"{p} is not a checkpoint directory: it needs {META_FILE} and {WEIGHTS_FILE}"
+            )
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"{meta_path} is not valid JSON ({exc})") from None
+        digest = file_sha256(weights)
+        if meta.get("weights_sha256") and meta["weights_sha256"] != digest:
+            raise CheckpointError(
+                f"{weights}: sha256 {digest[:12]}... does not match meta.json "
+                f"({str(meta['weights_sha256'])[:12]}...); the file was changed or corrupted"
+            )
+        model = _build(meta, str(p))
+        try:
+            state = load_file(str(weights))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"{weights} is corrupted or truncated ({exc})") from None
+        _load_state(model, state, str(weights))
+        return Checkpoint(model.to(map_location).eval(), meta, p, digest)
+
+    digest = file_sha256(p)
+    if p.suffix == ".safetensors":
+        if arch is None:
+            raise CheckpointError(f"{p} holds weights only: pass arch={{'arch': ...}} too")
+        try:
+            state = load_file(str(p))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"{p} is corrupted or truncated ({exc})") from None
+        model = _build(arch, str(p))
+        _load_state(model, state, str(p))
+        return Checkpoint(model.to(map_location).eval(), dict(arch), p, digest)
+
+    try:
+        obj = torch.load(p, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if not trust_pickle:
+            raise CheckpointError(
+                f"{p} is not a plain state dict: loading it needs full unpickling, which can "
+                "run code stored in the file. If you created this file yourself, pass "
+                f"trust_pickle=True (--trust-pickle). Detail: {str(exc).splitlines()[0]}"
+            ) from None
+        obj = torch.load(p, map_location=map_location, weights_only=False)
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise CheckpointError(f"{p} is corrupted or truncated ({exc})") from None
+    if isinstance(obj, nn.Module):
+        return Checkpoint(obj.eval(), dict(arch or {}), p, digest)
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{p} does not hold a state dict of tensors (got {type(obj)})")
+    if arch is None:
+        raise CheckpointError(f"{p} holds weights only: pass arch={{'arch': ...}} too")
+    model = _build(arch, str(p))
+    _load_state(model, obj, str(p))
+    return Checkpoint(model.to(map_location).eval(), dict(arch), p, digest)

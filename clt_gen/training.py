@@ -1,0 +1,424 @@
+"""Training: any registered Fenchel–Young loss, SGD or AdamW, cosine schedule, label
+smoothing, dropout, augmentation, early stopping, KKB's two-phase option; CUDA with mixed
+precision when present, seeded and deterministic on CPU.
+
+The training objective is the risk under the (smoothed) target distribution
+``q̃(·|x_i) = t_i``: ``E_{y~t_i} d_Ω(e_y, f(x_i)) = Ω(e_y) + Ω*(f(x_i)) − ⟨t_i, f(x_i)⟩``,
+which for ``shannon`` is cross-entropy with label smoothing. The data floor of
+``clt_gen.bounds`` lower-bounds exactly this quantity.
+
+Examples
+--------
+>>> import tempfile
+>>> cfg = TrainConfig(arch="mlp", arch_kwargs={"width": 64, "depth": 1}, dataset="digits",
+...                   epochs=3, optimizer="adamw", lr=3e-3, progress=False)
+>>> result = train(cfg, tempfile.mkdtemp() + "/run")
+>>> result.metrics["check_accuracy"] > 0.5
+True
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import pathlib
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from clt_gen.checkpoints import save_checkpoint
+from clt_gen.data import DataConfig, Splits, augment_batch, load_dataset, make_splits
+from clt_gen.duality import get_regularizer
+from clt_gen.errors import ValidationError
+from clt_gen.models import build_model
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "TrainState",
+    "Callback",
+    "TrainingDivergedError",
+    "train",
+    "resolve_device",
+    "evaluate_split",
+    "smoothed_targets",
+    "objective",
+]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run (recorded in ``meta.json``)."""
+
+    arch: str = "lenet"
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    dataset: str = "digits"
+    data_dir: str | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    dataset_params: dict[str, Any] = field(default_factory=dict)
+    omega: str = "shannon"
+    alpha: float = 1.5
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.01
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    dropout: float = 0.0
+    label_smoothing: float = 0.0
+    augment: bool = False
+    schedule: Literal["cosine", "constant"] = "cosine"
+    early_stopping: int | None = None
+    two_phase: float | None = None
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    probe_every: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValidationError(f"epochs must be an int >= 1 (got {self.epochs})")
+        if self.batch_size < 1:
+            raise ValidationError(f"batch_size must be an int >= 1 (got {self.batch_size})")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValidationError(f"lr must be a float > 0 (got {self.lr})")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValidationError(f"optimizer must be 'sgd' or 'adamw' (got {self.optimizer!r})")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValidationError(
+                f"schedule must be 'cosine' or 'constant' (got {self.schedule!r})"
+            )
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValidationError(f"label_smoothing must be in [0, 1) (got {self.label_smoothing})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValidationError(f"dropout must be in [0, 1) (got {self.dropout})")
+        if self.two_phase is not None and not 0.0 < self.two_phase <= 1.0:
+            raise ValidationError(
+                "two_phase must be a fraction in (0, 1] of the training data "
+                f"(got {self.two_phase})"
+            )
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValidationError(f"device must be 'auto', 'cpu' or 'cuda' (got {self.device!r})")
+        get_regularizer(self.omega, **({"alpha": self.alpha} if self.omega == "tsallis" else {}))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["data"] = self.data.to_dict()
+        return d
+
+    def regularizer(self) -> Any:
+        return get_regularizer(
+            self.omega, **({"alpha": self.alpha} if self.omega == "tsallis" else {})
+        )
+
+
+@dataclass
+class TrainState:
+    """What callbacks see after each optimisation step."""
+
+    model: nn.Module
+    step: int
+    epoch: int
+    loss: float
+    x: torch.Tensor
+    y: torch.Tensor
+    config: TrainConfig
+    log: Any  # callable(dict) appending to metrics.jsonl
+
+
+class Callback:
+    """Override ``on_step`` and/or ``on_epoch_end``; both receive a :class:`TrainState`."""
+
+    def on_step(self, state: TrainState) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def on_epoch_end(self, state: TrainState) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+class TrainingDivergedError(ValidationError):
+    """The loss became NaN or infinite; the last good checkpoint was kept."""
+
+
+@dataclass
+class TrainResult:
+    path: pathlib.Path
+    metrics: dict[str, float]
+    meta: dict[str, Any]
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto``: CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValidationError(
+            "device='cuda' was requested but no CUDA device is available; "
+            "use device='auto' or 'cpu'"
+        )
+    return torch.device(device)
+
+
+def smoothed_targets(
+    y: torch.Tensor, n_classes: int, eps: float, dtype: torch.dtype
+) -> torch.Tensor:
+    """``(1 − ε) e_y + ε/K``."""
+    t = torch.nn.functional.one_hot(y, n_classes).to(dtype)
+    return t * (1.0 - eps) + eps / n_classes if eps else t
+
+
+def objective(reg: Any, scores: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    """Per-example risk under smoothed targets: ``Ω(e_y) + Ω*(ν) − ⟨t, ν⟩``."""
+    scores = scores.float() if scores.dtype in (torch.float16, torch.bfloat16) else scores
+    if reg.name == "shannon":
+        return nn.functional.cross_entropy(scores, y, label_smoothing=eps, reduction="none")
+    t = smoothed_targets(y, scores.shape[-1], eps, scores.dtype)
+    return reg.vertex_value() + reg._conjugate_value(scores) - (t * scores).sum(-1)
+
+
+@torch.no_grad()
+def evaluate_split(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    reg: Any,
+    eps: float,
+    device: torch.device,
+    batch_size: int = 1024,
+) -> dict[str, float]:
+    """Mean objective and accuracy of ``model`` (eval mode) on a split."""
+    was_training = model.training
+    model.eval()
+    total_loss, correct = 0.0, 0
+    for i in range(0, len(y), batch_size):
+        xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
+        out = model(xb)
+        total_loss += float(objective(reg, out, yb, eps).sum())
+        correct += int((out.argmax(1) == yb).sum())
+    model.train(was_training)
+    n = max(1, len(y))
+    return {"loss": total_loss / n, "accuracy": correct / n}
+
+
+def _last_linear(model: nn.Module) -> nn.Module:
+    last = None
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            last = m
+    if last is None:
+        raise ValidationError("two_phase needs a model whose last layer is nn.Linear")
+    return last
+
+
+def _make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _arch_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    kw = dict(cfg.arch_kwargs)
+    if cfg.dropout:
+        kw["dropout"] = cfg.dropout
+    return kw
+
+
+def train(
+    config: TrainConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    callbacks: Sequence[Callback] = (),
+    splits: Splits | None = None,
+) -> TrainResult:
+    """Train a model and save it as a checkpoint directory ``out_dir``.
+
+    Writes ``out_dir/model.safetensors``, ``out_dir/meta.json`` (with final metrics on the
+    train, val, certify and check splits) and appends per-epoch metrics to
+    ``out_dir/metrics.jsonl``.
+
+    Raises
+    ------
+    TrainingDivergedError
+        When the loss becomes NaN/inf; the last good weights are saved first.
+    """
+    cfg = config
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    reg = cfg.regularizer()
+    if splits is None:
+        ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir, **cfg.dataset_params)
+        splits = make_splits(ds, cfg.data)
+    input_shape = tuple(splits.x["train"].shape[1:])
+    metrics_path = out / "metrics.jsonl"
+    metrics_path.unlink(missing_ok=True)
+
+    def log(record: dict[str, Any]) -> None:
+        with open(metrics_path, "a") as fh:
+            fh.write(json.dumps(record, default=float) + "\n")
+
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg.arch, input_shape, splits.n_classes, **_arch_kwargs(cfg))
+    model.to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    use_amp = device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    flip = splits.dataset in ("cifar10", "cifar100")
+
+    x_all = splits.x["train"].to(device)
+    y_all = splits.y["train"].to(device)
+    phases: list[tuple[str, torch.Tensor, torch.Tensor, list[nn.Parameter]]] = []
+    if cfg.two_phase is not None:
+        n1 = max(1, int(round(cfg.two_phase * len(y_all))))
+        phases.append(("phase1", x_all[:n1], y_all[:n1], list(model.parameters())))
+        phases.append(("phase2", x_all, y_all, list(_last_linear(model).parameters())))
+    else:
+        phases.append(("train", x_all, y_all, list(model.parameters())))
+
+    meta_base: dict[str, Any] = {
+        "arch": cfg.arch,
+        "arch_kwargs": _arch_kwargs(cfg),
+        "input_shape": list(input_shape),
+        "n_classes": splits.n_classes,
+        "dataset": splits.dataset,
+        "data_config": splits.config.to_dict(),
+        "data_fingerprint": splits.fingerprint(),
+        "split_sizes": splits.sizes(),
+        "train_config": cfg.to_dict(),
+        "omega": cfg.omega,
+        "device": str(device),
+    }
+    step = 0
+    last_good = copy.deepcopy(model.state_dict())
+    best_val, best_state, bad_epochs = math.inf, None, 0
+    t_start = time.perf_counter()
+    n_seen = 0
+    for phase, xp, yp, params in phases:
+        for prm in model.parameters():
+            prm.requires_grad_(any(prm is q for q in params))
+        opt = _make_optimizer(cfg, [q for q in params if q.requires_grad])
+        steps_per_epoch = math.ceil(len(yp) / cfg.batch_size)
+        total = steps_per_epoch * cfg.epochs
+        sched = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+            if cfg.schedule == "cosine"
+            else None
+        )
+        for epoch in range(cfg.epochs):
+            model.train()
+            perm = torch.randperm(len(yp), generator=gen).to(device)
+            bar = tqdm(
+                range(steps_per_epoch),
+                desc=f"{phase} epoch {epoch + 1}/{cfg.epochs}",
+                disable=not cfg.progress,
+                leave=False,
+            )
+            running, t_epoch = 0.0, time.perf_counter()
+            for b in bar:
+                idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+                xb, yb = xp[idx], yp[idx]
+                if cfg.augment:
+                    xb = augment_batch(xb, gen, flip=flip)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                    out_scores = model(xb)
+                loss = objective(reg, out_scores, yb, cfg.label_smoothing).mean()
+                if not torch.isfinite(loss):
+                    model.load_state_dict(last_good)
+                    save_checkpoint(
+                        out, model, {**meta_base, "status": "diverged", "diverged_at_step": step}
+                    )
+                    raise TrainingDivergedError(
+                        f"loss became {float(loss)} at step {step} (epoch {epoch + 1}); the last "
+                        f"good weights (end of the previous epoch) are saved in {out}. Lower lr "
+                        f"(got {cfg.lr}) or add weight_decay"
+                    )
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                if sched is not None:
+                    sched.step()
+                step += 1
+                n_seen += len(yb)
+                running += float(loss.detach())
+                if callbacks:
+                    state = TrainState(model, step, epoch, float(loss), xb, yb, cfg, log)
+                    for cb in callbacks:
+                        cb.on_step(state)
+                if b % 20 == 0:
+                    bar.set_postfix(loss=f"{running / (b + 1):.4f}")
+            val = (
+                evaluate_split(
+                    model, splits.x["val"], splits.y["val"], reg, cfg.label_smoothing, device
+                )
+                if len(splits.y["val"])
+                else {"loss": math.nan, "accuracy": math.nan}
+            )
+            secs = time.perf_counter() - t_epoch
+            log(
+                {
+                    "phase": phase,
+                    "epoch": epoch + 1,
+                    "step": step,
+                    "train_loss": running / steps_per_epoch,
+                    "val_loss": val["loss"],
+                    "val_accuracy": val["accuracy"],
+                    "lr": opt.param_groups[0]["lr"],
+                    "seconds": secs,
+                    "images_per_s": len(yp) / secs,
+                }
+            )
+            last_good = copy.deepcopy(model.state_dict())
+            for cb in callbacks:
+                cb.on_epoch_end(
+                    TrainState(
+                        model, step, epoch, running / steps_per_epoch, xp[:0], yp[:0], cfg, log
+                    )
+                )
+            if cfg.early_stopping and phase != "phase2":
+                if val["loss"] < best_val - 1e-6:
+                    best_val, best_state, bad_epochs = val["loss"], last_good, 0
+                else:
+                    bad_epochs += 1
+                    if bad_epochs >= cfg.early_stopping:
+                        log({"phase": phase, "early_stopped_at_epoch": epoch + 1})
+                        break
+        if best_state is not None:
+            model.load_state_dict(best_state)
+            best_state, best_val = None, math.inf
+    for prm in model.parameters():
+        prm.requires_grad_(True)
+    model.eval()
+    metrics: dict[str, float] = {
+        "train_seconds": time.perf_counter() - t_start,
+        "steps": float(step),
+        "images_seen": float(n_seen),
+    }
+    for split in ("train", "val", "certify", "check"):
+        if len(splits.y[split]):
+            r = evaluate_split(
+                model,
+                splits.x[split],
+                splits.y[split],
+                reg,
+                cfg.label_smoothing if split == "train" else 0.0,
+                device,
+            )
+            metrics[f"{split}_loss"] = r["loss"]
+            metrics[f"{split}_accuracy"] = r["accuracy"]
+    meta = {**meta_base, "status": "complete", "metrics": metrics}
+    meta["weights_sha256"] = save_checkpoint(out, model.cpu(), meta)
+    return TrainResult(out, metrics, meta)
