@@ -81,6 +81,9 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; use the usual permissions
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
             fh.flush()
@@ -111,6 +114,9 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, meta: dict[s
     fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{WEIGHTS_FILE}.", suffix=".tmp")
     os.close(fd)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, tmp)
         digest = file_sha256(tmp)

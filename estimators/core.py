@@ -22,7 +22,7 @@ __all__ = [
     "DEFAULT_METHOD",
 ]
 
-DEFAULT_METHOD = "knn"
+DEFAULT_METHOD = "gaussian"
 
 
 @dataclass(frozen=True)
@@ -204,7 +204,7 @@ def conditional_entropy(
     omega : {"shannon", "squared", "sparsemax", "tsallis", "zero_one"}
         Which entropy: Shannon (nats), half the Gini impurity, Tsallis (``alpha``),
         or the Bayes error.
-    method : {"knn", "plugin", "quantized", "ksg", "gaussian", "probe"}
+    method : {"gaussian", "knn", "plugin", "quantized", "ksg", "probe"}
         Estimator; see ``docs/estimators.md`` for bias direction and cost.
     random_state : None, int or numpy Generator
         Seeds the cross-fitting split and the bootstrap.

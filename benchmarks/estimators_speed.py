@@ -1,0 +1,110 @@
+"""Speed of the exact kNN search used by the ``knn`` and ``ksg`` estimators.
+
+For ``n_samples`` points in ``n_features`` dimensions (k=20 neighbours, self excluded),
+compare in one process:
+
+(a) the floor: the ``n × n`` matrix product of the same features (float64), computed in
+    the same row blocks and discarded (a dense 50k × 50k float64 result would need 20 GB);
+(b) scipy's ``cKDTree`` (``workers=-1``), as used by common MI packages. Its query time is
+    linear in the number of queries, so it is timed on ``--kd-queries`` queries and scaled
+    to all ``n_samples`` (the tree is built on all points).
+
+Peak memory of the search is measured in a fresh subprocess (ru_maxrss).
+
+    python benchmarks/estimators_speed.py                 # n_samples=50000, d in 32 64 256
+    python benchmarks/estimators_speed.py --n-samples 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+
+from estimators.neighbors import _block_rows, knn_search
+
+OUT = pathlib.Path(__file__).parent / "results" / "estimators_speed.json"
+
+
+def blocked_product(x: np.ndarray) -> float:
+    t = torch.from_numpy(x)
+    rows = _block_rows(len(t), t.element_size(), None)
+    t0 = time.perf_counter()
+    for s in range(0, len(t), rows):
+        _ = t[s : s + rows] @ t.T
+    return time.perf_counter() - t0
+
+
+def peak_memory_mb(n: int, d: int, k: int) -> float:
+    code = (
+        "import numpy as np, resource;"
+        "from estimators.neighbors import knn_search;"
+        f"x=np.random.default_rng(0).standard_normal(({n},{d}));"
+        "base=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+        f"knn_search(x,x,{k},exclude_self=True);"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n-samples", type=int, default=50_000)
+    ap.add_argument("--features", type=int, nargs="+", default=[32, 64, 256])
+    ap.add_argument("--k", type=int, default=20)
+    ap.add_argument("--kd-queries", type=int, default=2000)
+    args = ap.parse_args()
+    n, k = args.n_samples, args.k
+    rows = []
+    for d in args.features:
+        x = np.random.default_rng(0).standard_normal((n, d))
+        t0 = time.perf_counter()
+        knn_search(x, x, k, exclude_self=True)
+        t_knn = time.perf_counter() - t0
+        t_mm = blocked_product(x)
+        tree_t0 = time.perf_counter()
+        tree = cKDTree(x)
+        t_build = time.perf_counter() - tree_t0
+        q = x[: args.kd_queries]
+        t0 = time.perf_counter()
+        tree.query(q, k=k + 1, workers=-1)
+        t_kd = t_build + (time.perf_counter() - t0) * n / len(q)
+        mem = peak_memory_mb(n, d, k)
+        row = {
+            "n_samples": n,
+            "n_features": d,
+            "knn_s": t_knn,
+            "matmul_s": t_mm,
+            "kdtree_s": t_kd,
+            "knn_over_matmul": t_knn / t_mm,
+            "kdtree_over_knn": t_kd / t_knn,
+            "peak_rss_mb": mem,
+        }
+        rows.append(row)
+        print(json.dumps(row))
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(
+        json.dumps(
+            {
+                "machine": f"{platform.machine()} {os.cpu_count()} cores",
+                "torch_threads": torch.get_num_threads(),
+                "date": time.strftime("%Y-%m-%d"),
+                "rows": rows,
+            },
+            indent=1,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
