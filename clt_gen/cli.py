@@ -12,7 +12,7 @@ from typing import Any
 from clt_gen._version import __version__
 from clt_gen.errors import ValidationError
 
-__all__ = ["main", "build_parser", "train_config_from_args"]
+__all__ = ["main", "build_parser", "train_config_from_args", "evaluate_config_from_args"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +25,94 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_train(sub)
     _add_layers(sub)
+    _add_evaluate(sub)
+    _add_demo(sub)
     return parser
+
+
+def _add_evaluate(sub: Any) -> None:
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint: entropies, floor, checked bounds")
+    p.add_argument("checkpoint", help="checkpoint directory")
+    p.add_argument("--out", required=True, help="output directory for report.{json,html}")
+    p.add_argument("--data", default=None, help="dataset (default: the checkpoint's)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--layers", nargs="+", default=None, help="layer names (see `clt-gen layers`)")
+    p.add_argument("--omega", default=None, help="regularizer (default: the training loss)")
+    p.add_argument("--method", default=None, help="entropy estimator (default: gaussian)")
+    p.add_argument("--delta", type=float, default=0.05)
+    p.add_argument("--reduce", choices=["project", "avgpool", "flatten"], default="project")
+    p.add_argument("--max-features", type=int, default=128)
+    p.add_argument("--n-bootstrap", type=int, default=200)
+    p.add_argument("--max-train-samples", type=int, default=20_000)
+    p.add_argument(
+        "--trainability",
+        action="store_true",
+        help="add gradient energy, structure-matrix spectra and the loss sandwich",
+    )
+    p.add_argument("--cache-dir", default=None, help="feature cache (default: OUT/.cache)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run_evaluate)
+
+
+def evaluate_config_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`~clt_gen.evaluate.EvaluateConfig` an ``evaluate`` command line describes."""
+    from clt_gen.evaluate import EvaluateConfig
+    from estimators import DEFAULT_METHOD
+
+    return EvaluateConfig(
+        checkpoint=args.checkpoint,
+        out=args.out,
+        data=args.data,
+        data_dir=args.data_dir,
+        layers=tuple(args.layers) if args.layers else None,
+        omega=args.omega,
+        method=args.method or DEFAULT_METHOD,
+        delta=args.delta,
+        reduce=args.reduce,
+        max_features=args.max_features,
+        n_bootstrap=args.n_bootstrap,
+        max_train_samples=args.max_train_samples,
+        trainability=args.trainability,
+        cache_dir=args.cache_dir,
+        device=args.device,
+        random_state=args.seed,
+        progress=not args.no_progress,
+    )
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from clt_gen.evaluate import evaluate
+    from clt_gen.report import summary_table
+
+    report = evaluate(evaluate_config_from_args(args))
+    print(summary_table(report))
+    print(
+        f"wrote {args.out}/report.json and {args.out}/report.html "
+        f"({report['timings']['total']:.1f}s)"
+    )
+    return 0
+
+
+def _add_demo(sub: Any) -> None:
+    p = sub.add_parser("demo", help="train a small network on embedded digits and evaluate it")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from clt_gen.demo import run_demo
+    from clt_gen.report import summary_table
+
+    report = run_demo(args.out, progress=not args.no_progress)
+    print(summary_table(report))
+    print()
+    for line in report["summary"]:
+        print("- " + line)
+    print(f"\nwrote {args.out}/report.json and {args.out}/report.html")
+    return 0
 
 
 def _add_train(sub: Any) -> None:

@@ -144,18 +144,21 @@ def _finish(
     gen: np.random.Generator,
     confidence: float,
     n_bootstrap: int,
+    clip: bool = True,
 ) -> Estimate:
     value = stat(np.ones(n))
     flags = list(stat.flags)
     stderr: float | None = None
     ci: tuple[float, float] | None = None
+    hmax = max_entropy(n_classes, omega=omega, alpha=alpha)
     if n_bootstrap > 0:
         boot = stat.batch(_bootstrap_weights(n, n_bootstrap, gen))
         stderr = float(np.std(boot, ddof=1)) if n_bootstrap > 1 else 0.0
         ci = _interval(boot, confidence)
+        if clip:  # the estimand lies in [0, H_max]: intersecting keeps coverage
+            ci = (min(max(ci[0], 0.0), hmax), max(min(ci[1], hmax), 0.0))
     else:
         flags.append("no_bootstrap")
-    hmax = max_entropy(n_classes, omega=omega, alpha=alpha)
     if not (-1e-12 <= value <= hmax + 1e-12):
         flags.append("out_of_range")
     if not math.isfinite(value):  # never hand back a silent NaN
@@ -309,7 +312,7 @@ def mutual_information(
         return float(generalized_entropy(p, omega=omega, alpha=alpha))
 
     mi = Statistic(func=lambda w: h_y(w) - stat(w), params=stat.params, flags=stat.flags)
-    est = _finish(mi, n, k, omega, method, alpha, gen, confidence, n_bootstrap)
+    est = _finish(mi, n, k, omega, method, alpha, gen, confidence, n_bootstrap, clip=False)
     flags = tuple(f for f in est.flags if f != "out_of_range")
     if est.value < -1e-12 or est.value > max_entropy(k, omega=omega, alpha=alpha) + 1e-12:
         flags += ("out_of_range",)
@@ -367,7 +370,7 @@ def information_loss(
         flags=tuple(dict.fromkeys(before.flags + after.flags)),
     )
     gen = np.random.default_rng(seed + 1)
-    est = _finish(diff, n, k, omega, method, alpha, gen, confidence, n_bootstrap)
+    est = _finish(diff, n, k, omega, method, alpha, gen, confidence, n_bootstrap, clip=False)
     flags = [f for f in est.flags if f != "out_of_range"]
     hmax = max_entropy(k, omega=omega, alpha=alpha)
     if abs(est.value) > hmax + 1e-12:

@@ -26,7 +26,7 @@ LAYER = {
     "bounds": 5,
     "evaluate": 6,
     "population": 6,
-    "report": 7,
+    "report": 5,
     "demo": 8,
     "cli": 9,
 }

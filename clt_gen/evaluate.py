@@ -1,0 +1,525 @@
+"""The main job: checkpoint + data -> risks, data floor, layer entropies, information
+loss, bounds computed on ``certify`` and checked on ``check``, in one report.
+
+Examples
+--------
+>>> import tempfile
+>>> from clt_gen.training import TrainConfig, train
+>>> run = tempfile.mkdtemp()
+>>> _ = train(TrainConfig(arch="mlp", arch_kwargs={"width": 32, "depth": 1}, epochs=2,
+...                       optimizer="adamw", lr=3e-3, progress=False), run + "/ckpt")
+>>> report = evaluate(EvaluateConfig(checkpoint=run + "/ckpt", out=run + "/eval",
+...                                  n_bootstrap=50, progress=False))
+>>> report["floor"]["value"] <= report["risks"]["train"]
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from clt_gen._version import __version__
+from clt_gen.bounds import (
+    Bound,
+    data_floor,
+    deterministic_range,
+    frozen_feature_bound,
+    shannon_loss_cap,
+    validation_bound,
+)
+from clt_gen.checkpoints import atomic_write_text, load_checkpoint
+from clt_gen.data import DataConfig, Splits, load_dataset, make_splits
+from clt_gen.duality import get_regularizer
+from clt_gen.errors import DataError, ValidationError
+from clt_gen.features import INPUT_LAYER, default_layers, extract_features
+from clt_gen.training import objective, resolve_device
+from estimators import DEFAULT_METHOD, conditional_entropy, information_loss
+
+__all__ = ["EvaluateConfig", "evaluate", "SCHEMA_VERSION", "load_report"]
+
+SCHEMA_VERSION = "1.0"
+ENTROPY_OMEGAS = {
+    "shannon": "shannon",
+    "squared": "squared",
+    "sparsemax": "sparsemax",
+    "tsallis": "tsallis",
+}
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Options of ``clt-gen evaluate`` (recorded in the report).
+
+    Attributes
+    ----------
+    checkpoint : str
+        Checkpoint directory.
+    out : str
+        Output directory for ``report.json`` and ``report.html``.
+    data : str, optional
+        Dataset name; by default the one recorded in the checkpoint.
+    data_dir : str, optional
+    layers : tuple of str, optional
+        Layer names; by default ``input``, every top-level block and the logits.
+    omega : str, optional
+        Regularizer of the risks and entropies; by default the training loss.
+    method : str
+        Entropy estimator (default: the most accurate in the benchmark).
+    delta : float
+        Failure probability of each probabilistic bound.
+    reduce, max_features
+        Feature reduction (``project``: random projection of the full map, which keeps
+        the layers comparable for the data-processing inequality).
+    max_train_samples : int
+        Training features used for ``H_train`` (a seeded subset when larger).
+    """
+
+    checkpoint: str
+    out: str
+    data: str | None = None
+    data_dir: str | None = None
+    layers: tuple[str, ...] | None = None
+    omega: str | None = None
+    method: str = DEFAULT_METHOD
+    delta: float = 0.05
+    reduce: str = "project"
+    max_features: int = 128
+    n_bootstrap: int = 200
+    max_train_samples: int = 20_000
+    cells: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128)
+    trainability: bool = False
+    trainability_samples: int = 256
+    cache_dir: str | None = None
+    device: str = "auto"
+    random_state: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.delta < 1.0:
+            raise ValidationError(f"delta must be in (0, 1) (got {self.delta})")
+        if self.max_features < 1:
+            raise ValidationError(f"max_features must be >= 1 (got {self.max_features})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_report(path: str | pathlib.Path) -> dict[str, Any]:
+    """Read a ``report.json`` (a directory holding one is accepted)."""
+    p = pathlib.Path(path)
+    if p.is_dir():
+        p = p / "report.json"
+    return json.loads(p.read_text())
+
+
+def _splits_for(ck: Any, cfg: EvaluateConfig) -> tuple[Splits, bool]:
+    meta = ck.meta
+    name = cfg.data or meta.get("dataset")
+    if name is None:
+        raise DataError("the checkpoint records no dataset: pass --data")
+    data_dir = cfg.data_dir or meta.get("train_config", {}).get("data_dir")
+    params = (
+        meta.get("train_config", {}).get("dataset_params", {})
+        if name == meta.get("dataset")
+        else {}
+    )
+    ds = load_dataset(name, data_dir=data_dir, **params)
+    dcfg = DataConfig(**meta["data_config"]) if "data_config" in meta else DataConfig()
+    splits = make_splits(ds, dcfg)
+    if splits.n_classes != meta["n_classes"]:
+        raise DataError(
+            f"the checkpoint predicts {meta['n_classes']} classes but dataset {name!r} has "
+            f"{splits.n_classes}; evaluate it on the data it was trained for"
+        )
+    shape = list(splits.x["train"].shape[1:])
+    if shape != list(meta["input_shape"]):
+        raise DataError(
+            f"the checkpoint expects inputs of shape {meta['input_shape']} but dataset {name!r} "
+            f"gives {shape}"
+        )
+    for split in ("certify", "check"):
+        if len(splits.y[split]) < 20:
+            raise DataError(
+                f"held-out split {split!r} has {len(splits.y[split])} examples; at least 20 "
+                "are needed for certificates and checks (use more held-out data)"
+            )
+    matches = splits.fingerprint() == meta.get("data_fingerprint", splits.fingerprint())
+    return splits, matches
+
+
+@torch.no_grad()
+def _scores(model: torch.nn.Module, x: torch.Tensor, device: torch.device) -> np.ndarray:
+    out = []
+    for i in range(0, len(x), 1024):
+        out.append(model(x[i : i + 1024].to(device)).float().cpu())
+    return torch.cat(out).double().numpy()
+
+
+def _risk_terms(reg: Any, scores: np.ndarray, y: np.ndarray, eps: float) -> dict[str, Any]:
+    s, yt = torch.from_numpy(scores), torch.from_numpy(y)
+    losses = objective(reg, s, yt, eps).numpy()
+    probs = np.asarray(reg.link(scores))
+    if not reg.simplex:
+        probs = np.clip(probs, 0, None)
+        probs = probs / np.maximum(probs.sum(1, keepdims=True), 1e-12)
+    e = probs.copy()
+    e[np.arange(len(y)), y] -= 1.0
+    brier = np.minimum(0.5 * (e * e).sum(1), 1.0)
+    errors = (scores.argmax(1) != y).astype(np.float64)
+    return {"losses": losses, "brier": brier, "errors": errors}
+
+
+def evaluate(config: EvaluateConfig) -> dict[str, Any]:
+    """Run the full evaluation and write ``report.json`` and ``report.html`` atomically.
+
+    Returns the report dictionary (see ``docs/report.md`` for the schema).
+    """
+    cfg = config
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(name: str, since: float) -> float:
+        now = time.perf_counter()
+        timings[name] = round(now - since, 3)
+        return now
+
+    device = resolve_device(cfg.device)
+    ck = load_checkpoint(cfg.checkpoint, map_location=device)
+    model = ck.model
+    train_cfg = ck.meta.get("train_config", {})
+    omega = cfg.omega or ck.meta.get("omega", "shannon")
+    alpha = float(train_cfg.get("alpha", 1.5))
+    reg = get_regularizer(omega, **({"alpha": alpha} if omega == "tsallis" else {}))
+    eps = float(train_cfg.get("label_smoothing", 0.0)) if omega == ck.meta.get("omega") else 0.0
+    splits, data_matches = _splits_for(ck, cfg)
+    t = lap("load", t0)
+
+    # risks ---------------------------------------------------------------------------
+    terms: dict[str, dict[str, Any]] = {}
+    scores: dict[str, np.ndarray] = {}
+    for split in ("train", "certify", "check"):
+        y = splits.y[split].numpy()
+        scores[split] = _scores(model, splits.x[split], device)
+        terms[split] = _risk_terms(reg, scores[split], y, eps if split == "train" else 0.0)
+    risks = {
+        "train": float(terms["train"]["losses"].mean()),
+        "certify": float(terms["certify"]["losses"].mean()),
+        "check": float(terms["check"]["losses"].mean()),
+        "train_error": float(terms["train"]["errors"].mean()),
+        "certify_error": float(terms["certify"]["errors"].mean()),
+        "check_error": float(terms["check"]["errors"].mean()),
+        "train_brier": float(terms["train"]["brier"].mean()),
+        "check_brier": float(terms["check"]["brier"].mean()),
+        "label_smoothing": eps,
+    }
+    risks["gap"] = risks["check"] - risks["train"]
+    risks["error_gap"] = risks["check_error"] - risks["train_error"]
+    t = lap("risks", t)
+
+    # data floor ---------------------------------------------------------------------------
+    floor = data_floor(
+        splits.x["train"].numpy(),
+        splits.y["train"].numpy(),
+        splits.n_classes,
+        omega=omega,
+        alpha=alpha,
+        label_smoothing=eps,
+        train_risk=risks["train"],
+    )
+    floor = floor.check(risks["train"], on="train")
+    t = lap("floor", t)
+
+    # features and entropies ------------------------------------------------------------------
+    layers = (
+        list(cfg.layers)
+        if cfg.layers
+        else [INPUT_LAYER] + default_layers(model, ck.meta["input_shape"])
+    )
+    gen = np.random.default_rng(cfg.random_state)
+    n_train = len(splits.y["train"])
+    train_idx = np.sort(
+        gen.choice(n_train, size=min(n_train, cfg.max_train_samples), replace=False)
+    )
+    feats: dict[str, dict[str, np.ndarray]] = {}
+    for split, idx in (("train", train_idx), ("certify", None), ("check", None)):
+        x = splits.x[split] if idx is None else splits.x[split][torch.from_numpy(idx)]
+        feats[split] = extract_features(
+            model,
+            x,
+            layers=layers,
+            reduce=cfg.reduce,  # type: ignore[arg-type]
+            max_features=cfg.max_features,
+            device=device,
+            cache_dir=cfg.cache_dir or str(pathlib.Path(cfg.out) / ".cache"),
+            cache_parts={
+                "checkpoint": ck.sha256,
+                "data": splits.fingerprint(),
+                "split": split,
+                "rows": "all" if idx is None else f"seed{cfg.random_state}:{len(idx)}",
+            },
+            random_state=cfg.random_state,
+            progress=cfg.progress,
+        )
+    t = lap("features", t)
+    y_train_sub = splits.y["train"].numpy()[train_idx]
+    y_cert, y_check = splits.y["certify"].numpy(), splits.y["check"].numpy()
+    est_omega = ENTROPY_OMEGAS[omega]
+    est_kw: dict[str, Any] = {
+        "omega": est_omega,
+        "method": cfg.method,
+        "n_bootstrap": cfg.n_bootstrap,
+        "n_classes": splits.n_classes,
+        "random_state": cfg.random_state,
+    }
+    if est_omega == "tsallis":
+        est_kw["alpha"] = alpha
+    layer_rows: list[dict[str, Any]] = []
+    prev: str | None = None
+    for name in layers:
+        h_tr = conditional_entropy(np.asarray(feats["train"][name]), y_train_sub, **est_kw)
+        h_ho = conditional_entropy(np.asarray(feats["certify"][name]), y_cert, **est_kw)
+        row: dict[str, Any] = {
+            "name": name,
+            "n_features": int(feats["certify"][name].shape[1]),
+            "H_train": {"value": h_tr.value, "ci": list(h_tr.ci or []), "stderr": h_tr.stderr},
+            "H_heldout": {"value": h_ho.value, "ci": list(h_ho.ci or []), "stderr": h_ho.stderr},
+            "information_loss": None,
+            "flags": sorted(set(h_tr.flags) | set(h_ho.flags)),
+        }
+        if prev is not None:
+            loss = information_loss(
+                np.asarray(feats["certify"][prev]),
+                np.asarray(feats["certify"][name]),
+                y_cert,
+                **est_kw,
+            )
+            row["information_loss"] = {"value": loss.value, "ci": list(loss.ci or []), "from": prev}
+            if "dpi_violation" in loss.flags:
+                row["flags"].append("dpi_violation")
+        layer_rows.append(row)
+        prev = name
+    t = lap("entropies", t)
+
+    # bounds ---------------------------------------------------------------------------------
+    bounds: list[Bound] = [floor]
+    all_scores = np.concatenate([scores["train"], scores["certify"], scores["check"]])
+    loss_max = float(max(np.max(terms[s]["losses"]) for s in terms))
+    cap = shannon_loss_cap(all_scores) if omega == "shannon" else None
+    layer_h = {
+        r["name"]: (
+            r["H_heldout"]["value"],
+            r["H_heldout"]["ci"][0] if r["H_heldout"]["ci"] else r["H_heldout"]["value"],
+        )
+        for r in layer_rows
+    }
+    for b in deterministic_range(
+        train_risk=risks["train"],
+        layer_entropies=layer_h,
+        loss_max=loss_max,
+        loss_cap=cap,
+        data_used="certify (entropies); all splits (loss max)",
+    ):
+        bounds.append(b.check(risks["check"], on="check"))
+    m = len(y_cert)
+    cert_err = float(terms["certify"]["errors"].mean())
+    for method in ("binomial", "kl", "hoeffding", "bernstein"):
+        b = validation_bound(
+            cert_err, m, delta=cfg.delta, method=method, quantity="error", data_used="certify"
+        )
+        bounds.append(b.check(risks["check_error"], on="check"))
+    brier = terms["certify"]["brier"]
+    b = validation_bound(
+        float(brier.mean()),
+        m,
+        delta=cfg.delta,
+        method="empirical_bernstein",
+        variance=float(brier.var(ddof=1)),
+        quantity="brier_risk",
+        data_used="certify",
+    )
+    bounds.append(
+        dataclasses.replace(b, name="validation_empirical_bernstein_brier").check(
+            risks["check_brier"], on="check"
+        )
+    )
+    frozen_curves: dict[str, list[dict[str, Any]]] = {}
+    for name in layers[1:]:
+        res = frozen_feature_bound(
+            np.asarray(feats["certify"][name]),
+            y_cert,
+            splits.n_classes,
+            z_check=np.asarray(feats["check"][name]),
+            y_check=y_check,
+            cells=cfg.cells,
+            delta=cfg.delta,
+            omega="zero_one",
+            random_state=cfg.random_state,
+            layer=name,
+        )
+        frozen_curves[name] = res["curve"]
+        bounds.append(dataclasses.replace(res["best"], name=f"frozen_feature[{name}]"))
+    t = lap("bounds", t)
+
+    trainability: dict[str, Any] | None = None
+    if cfg.trainability:
+        from clt_gen.trainability import trainability_summary
+
+        n_probe = min(cfg.trainability_samples, len(splits.y["train"]))
+        trainability = trainability_summary(
+            model,
+            splits.x["train"][:n_probe].to(device),
+            splits.y["train"][:n_probe].to(device),
+            reg,
+            label_smoothing=eps,
+        )
+        t = lap("trainability", t)
+
+    report: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "version": __version__,
+        "config": cfg.to_dict(),
+        "checkpoint": {
+            "path": str(ck.path),
+            "sha256": ck.sha256,
+            "arch": ck.meta.get("arch"),
+            "arch_kwargs": ck.meta.get("arch_kwargs", {}),
+            "train_config": train_cfg,
+        },
+        "data": {
+            "name": splits.dataset,
+            "n_train": len(splits.y["train"]),
+            "n_certify": len(y_cert),
+            "n_check": len(y_check),
+            "n_classes": splits.n_classes,
+            "sha256": splits.fingerprint(),
+            "matches_checkpoint": data_matches,
+            "n_train_features": len(train_idx),
+        },
+        "omega": omega,
+        "estimator": {
+            "method": cfg.method,
+            "n_bootstrap": cfg.n_bootstrap,
+            "reduce": cfg.reduce,
+            "max_features": cfg.max_features,
+        },
+        "risks": risks,
+        "floor": {
+            "value": floor.value,
+            "fitting_error": floor.terms["fitting_error"],
+            "n_duplicate_groups": floor.terms["n_duplicate_groups"],
+            "n_conflicting_groups": floor.terms["n_conflicting_groups"],
+        },
+        "loss_max": {"observed": loss_max, "shannon_cap": cap},
+        "layers": layer_rows,
+        "bounds": [_bound_row(b) for b in bounds],
+        "frozen_feature_curves": frozen_curves,
+        "trainability": trainability,
+        "timings": timings,
+    }
+    report["summary"] = summarize(report)
+    timings["total"] = round(time.perf_counter() - t0, 3)
+    out = pathlib.Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "report.json", json.dumps(_jsonable(report), indent=2))
+    from clt_gen.report import render_html
+
+    atomic_write_text(out / "report.html", render_html(report))
+    return report
+
+
+def _bound_row(b: Bound) -> dict[str, Any]:
+    d = b.to_dict()
+    return {
+        k: d[k]
+        for k in (
+            "name",
+            "kind",
+            "quantity",
+            "side",
+            "value",
+            "delta",
+            "terms",
+            "assumptions",
+            "data_used",
+            "checked_value",
+            "checked_on",
+            "held",
+        )
+    }
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def summarize(report: dict[str, Any]) -> list[str]:
+    """Plain-language sentences for the top of the report."""
+    r, f = report["risks"], report["floor"]
+    units = "nats" if report["omega"] == "shannon" else "loss units"
+    lines = [
+        f"Training risk {r['train']:.4f} {units}; held-out (check) risk {r['check']:.4f}: "
+        f"the measured gap is {r['gap']:+.4f}. Error: train {r['train_error']:.2%}, "
+        f"check {r['check_error']:.2%}.",
+        f"Data floor {f['value']:.4f}: no model can reach a training risk below it with these "
+        f"targets ({f['n_conflicting_groups']} groups of identical inputs with conflicting "
+        f"labels). The fitting error (train risk minus floor) is {f['fitting_error']:.4f}.",
+    ]
+    bounds = report["bounds"]
+    held = [b for b in bounds if b["held"] is not None]
+    n_held = sum(bool(b["held"]) for b in held)
+    lines.append(f"{n_held} of {len(held)} bounds held when checked on data they did not use.")
+    errs = [b for b in bounds if b["quantity"] == "error" and b["kind"] == "probabilistic"]
+    if errs:
+        best = min(errs, key=lambda b: b["value"])
+        lines.append(
+            f"Tightest certificate on the test error: {best['value']:.2%} ({best['name']}, "
+            f"δ={best['delta']}); the error measured on the check split is "
+            f"{best['checked_value']:.2%}."
+        )
+    rows = report["layers"]
+    if len(rows) > 1:
+        losses = [
+            (row["name"], row["information_loss"]["value"])
+            for row in rows[1:]
+            if row["information_loss"]
+        ]
+        name, val = max(losses, key=lambda t: t[1])
+        lines.append(
+            f"The largest information loss, {val:.4f} {units}, happens at layer '{name}'. "
+            f"H(Y|logits) on held-out data is {rows[-1]['H_heldout']['value']:.4f}: "
+            "no held-out risk can go below it."
+        )
+        low = rows[-1]["H_heldout"]["ci"][0] if rows[-1]["H_heldout"]["ci"] else None
+        if low is not None and r["train"] < low:
+            lines.append(
+                f"The training risk sits below the lower confidence limit ({low:.4f}) of the "
+                "held-out conditional entropy of the network's own output: a generalization "
+                f"gap of at least {low - r['train']:.4f} is unavoidable (memorization "
+                "signature)."
+            )
+    if any("dpi_violation" in row["flags"] for row in rows):
+        lines.append(
+            "Some layers show an entropy decrease larger than estimation noise "
+            "(flag dpi_violation): treat those estimates with care."
+        )
+    return lines
