@@ -301,6 +301,24 @@ def train(
         "omega": cfg.omega,
         "device": str(device),
     }
+    callbacks = list(callbacks)
+    if cfg.probe_every > 0:
+        from clt_gen.trainability import TrainabilityProbe
+
+        n_probe = min(64, len(y_all))
+        if reg.name not in ("shannon", "squared"):
+            raise ValidationError(
+                f"probe_every needs omega 'shannon' or 'squared' (got {reg.name!r})"
+            )
+        callbacks.append(
+            TrainabilityProbe(
+                x_all[:n_probe],
+                y_all[:n_probe],
+                every=cfg.probe_every,
+                omega=reg.name,
+                label_smoothing=cfg.label_smoothing,
+            )
+        )
     step = 0
     last_good = copy.deepcopy(model.state_dict())
     best_val, best_state, bad_epochs = math.inf, None, 0
@@ -355,7 +373,7 @@ def train(
                 n_seen += len(yb)
                 running += float(loss.detach())
                 if callbacks:
-                    state = TrainState(model, step, epoch, float(loss), xb, yb, cfg, log)
+                    state = TrainState(model, step, epoch, float(loss.detach()), xb, yb, cfg, log)
                     for cb in callbacks:
                         cb.on_step(state)
                 if b % 20 == 0:
