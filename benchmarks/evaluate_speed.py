@@ -1,0 +1,82 @@
+"""Feature extraction against a plain inference pass, and a full ``clt-gen evaluate``.
+
+(1) ``extract_features`` over all default layers (``project`` and ``avgpool``) against a
+    plain no-grad forward pass over the same data and batch size, same process.
+(2) ``evaluate`` of a LeNet checkpoint on Fashion-MNIST (trained here for one epoch when
+    none is given): wall time and peak memory.
+
+    python benchmarks/evaluate_speed.py [--checkpoint DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+
+import torch
+from _common import best_of, peak_rss_mb, save
+
+from clt_gen.checkpoints import load_checkpoint
+from clt_gen.data import DataConfig, load_dataset, make_splits
+from clt_gen.evaluate import EvaluateConfig, evaluate
+from clt_gen.features import INPUT_LAYER, default_layers, extract_features
+from clt_gen.training import TrainConfig, train
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--checkpoint", default=None)
+    args = ap.parse_args()
+    tmp = tempfile.mkdtemp()
+    ckpt = args.checkpoint
+    if ckpt is None:
+        ckpt = tmp + "/lenet"
+        train(TrainConfig(arch="lenet", dataset="fashion-mnist", epochs=1, progress=False), ckpt)
+    model = load_checkpoint(ckpt).model
+    ds = load_dataset("fashion-mnist")
+    x = make_splits(ds, DataConfig()).x["train"]
+    layers = [INPUT_LAYER] + default_layers(model, (1, 28, 28))
+
+    def plain() -> None:
+        with torch.no_grad():
+            for i in range(0, len(x), 256):
+                model(x[i : i + 256])
+
+    rows = []
+    t_plain = best_of(plain)
+    for reduce in ("project", "avgpool"):
+        t_feat = best_of(
+            lambda r=reduce: extract_features(
+                model, x, layers=layers, reduce=r, max_features=128, progress=False
+            )
+        )
+        row = {
+            "what": f"extract_features[{reduce}]",
+            "n_samples": len(x),
+            "layers": layers,
+            "plain_s": t_plain,
+            "features_s": t_feat,
+            "ratio": t_feat / t_plain,
+        }
+        rows.append(row)
+        print(json.dumps(row))
+    t0 = time.perf_counter()
+    rep = evaluate(EvaluateConfig(checkpoint=ckpt, out=tmp + "/eval", progress=False))
+    total = time.perf_counter() - t0
+    row = {
+        "what": "evaluate lenet fashion-mnist",
+        "seconds": total,
+        "timings": rep["timings"],
+        "n_train": rep["data"]["n_train"],
+        "n_heldout": rep["data"]["n_certify"] + rep["data"]["n_check"],
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    rows.append(row)
+    print(json.dumps(row))
+    save("evaluate_speed", rows)
+
+
+if __name__ == "__main__":
+    main()
