@@ -27,7 +27,49 @@ def build_parser() -> argparse.ArgumentParser:
     _add_layers(sub)
     _add_evaluate(sub)
     _add_demo(sub)
+    _add_sweep(sub)
+    _add_compare(sub)
     return parser
+
+
+def _add_sweep(sub: Any) -> None:
+    p = sub.add_parser("sweep", help="run a manifest of train + evaluate jobs (resumable)")
+    p.add_argument("manifest", help="TOML manifest (see docs/sweeps.md)")
+    p.add_argument("--backend", choices=["local", "ray"], default="local")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--address", default=None, help="Ray cluster address (default: local)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run_sweep)
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    from clt_gen.sweep import load_manifest, run_sweep
+
+    manifest = load_manifest(args.manifest)
+    records = run_sweep(
+        manifest,
+        backend=args.backend,
+        workers=args.workers,
+        address=args.address,
+        progress=not args.no_progress,
+    )
+    print(f"{len(records)} jobs finished in {manifest['sweep']['out']}")
+    return 0
+
+
+def _add_compare(sub: Any) -> None:
+    p = sub.add_parser("compare", help="compare evaluation reports side by side")
+    p.add_argument("runs", nargs="+", help="evaluation directories (with report.json)")
+    p.add_argument("--out", default=None, help="write compare.png and compare.json here")
+    p.set_defaults(func=_run_compare)
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from clt_gen.compare import compare_reports
+
+    table = compare_reports(args.runs, out=args.out)
+    print(table)
+    return 0
 
 
 def _add_evaluate(sub: Any) -> None:

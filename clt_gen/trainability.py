@@ -95,6 +95,22 @@ def structure_matrices_naive(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.stack(out_rows).detach()
 
 
+_NORMS = (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)
+
+
+def _supported(m: nn.Module) -> bool:
+    """Layers whose per-example parameter gradients have a closed form here."""
+    if type(m) in (nn.Linear, nn.Conv2d):
+        return True
+    if isinstance(m, nn.BatchNorm2d):  # eval mode with running statistics only
+        return m.affine and m.running_mean is not None
+    if isinstance(m, nn.GroupNorm):
+        return m.affine
+    if isinstance(m, nn.LayerNorm):
+        return m.elementwise_affine
+    return False
+
+
 class _Recorder:
     """Forward hooks on Linear/Conv2d: inputs, outputs (for gradients) and call counts."""
 
@@ -104,42 +120,88 @@ class _Recorder:
         self.calls: dict[nn.Module, int] = {}
         self.handles = []
         for m in model.modules():
-            if type(m) in (nn.Linear, nn.Conv2d) and any(p.requires_grad for p in m.parameters()):
+            if _supported(m) and any(p.requires_grad for p in m.parameters()):
                 self.handles.append(m.register_forward_hook(self._hook))
 
-    def _hook(self, m: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+    def _hook(self, m: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
         self.calls[m] = self.calls.get(m, 0) + 1
         self.inputs[m] = inp[0].detach()
         self.outputs[m] = out
+        # the network continues on a copy, so in-place ops downstream (ReLU(inplace=True),
+        # residual +=) cannot overwrite the tensor we differentiate with respect to
+        return out.clone()
 
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
 
 
-def _per_example_layer_grads(m: nn.Module, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """Per-example gradient of a Linear/Conv2d layer, flattened: ``(n, n_params)``."""
-    n = a.shape[0]
-    if isinstance(m, nn.Conv2d):
-        padding = m.padding
-        assert not isinstance(padding, str)  # string padding takes the torch.func path
-        u = nn.functional.unfold(
-            a, m.kernel_size, dilation=m.dilation, padding=padding, stride=m.stride
-        )  # (n, C*kh*kw, T)
-        gg = g.reshape(n, g.shape[1], -1)  # (n, out, T)
-        if m.groups != 1:
-            raise AssertionError("grouped convolutions take the torch.func path")
-        w = torch.einsum("not,nct->noc", gg, u).reshape(n, -1)
-        parts = [w]
-        if m.bias is not None:
-            parts.append(gg.sum(-1))
-        return torch.cat(parts, 1)
-    a2 = a.reshape(n, -1, a.shape[-1])
-    g2 = g.reshape(n, -1, g.shape[-1])
-    parts = [torch.einsum("nto,nti->noi", g2, a2).reshape(n, -1)]
-    if m.bias is not None:
-        parts.append(g2.sum(1))
-    return torch.cat(parts, 1)
+def _layer_gram(m: nn.Module, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Per-example Gram ``(n, J, J)`` of one Linear/Conv2d layer's parameter gradients.
+
+    ``a``: the layer's input; ``g``: output gradients of the ``J`` functionals
+    ``(n, J, *output_shape)``. A Linear layer on vectors needs no per-example gradient:
+    ``<g_j a^T, g_l a^T> + <g_j, g_l> = (‖a‖² + 1) g_j·g_l``.
+    """
+    n, J = g.shape[:2]
+    if isinstance(m, _NORMS):
+        return _norm_gram(m, a, g)
+    if isinstance(m, nn.Linear) and a.ndim == 2:
+        gg = g @ g.transpose(1, 2)  # (n, J, J)
+        scale = (a * a).sum(1) + (1.0 if m.bias is not None else 0.0)
+        return gg * scale[:, None, None]
+    out = torch.zeros(n, J, J, dtype=g.dtype, device=g.device)
+    per_example = sum(p.numel() for p in m.parameters()) * J * g.element_size()
+    step = max(1, _CHUNK_BYTES // max(per_example, 1))
+    for s in range(0, n, step):
+        sl = slice(s, s + step)
+        if isinstance(m, nn.Conv2d):
+            padding = m.padding
+            assert not isinstance(padding, str)  # string padding takes the torch.func path
+            u = nn.functional.unfold(
+                a[sl], m.kernel_size, dilation=m.dilation, padding=padding, stride=m.stride
+            )  # (b, C*kh*kw, T)
+            b = u.shape[0]
+            gg = g[sl].reshape(b, J * g.shape[2], -1)  # (b, J*out, T)
+            w = torch.bmm(gg, u.transpose(1, 2)).reshape(b, J, -1)  # (b, J, out*C*kh*kw)
+            parts = [w]
+            if m.bias is not None:
+                parts.append(gg.sum(-1).reshape(b, J, -1))
+        else:
+            a2 = a[sl].reshape(a[sl].shape[0], -1, a.shape[-1])  # (b, T, in)
+            b = a2.shape[0]
+            g2 = g[sl].reshape(b, J, -1, g.shape[-1])  # (b, J, T, out)
+            w = torch.einsum("bjto,bti->bjoi", g2, a2).reshape(b, J, -1)
+            parts = [w]
+            if m.bias is not None:
+                parts.append(g2.sum(2))
+        full = torch.cat(parts, 2)
+        out[sl] = torch.bmm(full, full.transpose(1, 2))
+    return out
+
+
+def _norm_gram(m: nn.Module, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Affine normalization ``y = γ x̂ + β``: per-example ``dγ = Σ g x̂``, ``dβ = Σ g``."""
+    n, J = g.shape[:2]
+    if isinstance(m, nn.BatchNorm2d):
+        assert m.running_mean is not None and m.running_var is not None
+        xhat = (a - m.running_mean[None, :, None, None]) / torch.sqrt(
+            m.running_var[None, :, None, None] + m.eps
+        )
+        reduce_dims: tuple[int, ...] = (3, 4)
+    elif isinstance(m, nn.GroupNorm):
+        xhat = nn.functional.group_norm(a, m.num_groups, eps=m.eps)
+        reduce_dims = tuple(range(3, a.ndim + 1))
+    else:
+        assert isinstance(m, nn.LayerNorm)
+        xhat = nn.functional.layer_norm(a, m.normalized_shape, eps=m.eps)
+        k = len(m.normalized_shape)
+        reduce_dims = tuple(range(2, a.ndim + 1 - k))
+    gx = g * xhat.unsqueeze(1)
+    d_gamma = gx.sum(reduce_dims) if reduce_dims else gx
+    d_beta = g.sum(reduce_dims) if reduce_dims else g
+    full = torch.cat([d_gamma.reshape(n, J, -1), d_beta.reshape(n, J, -1)], 2)
+    return torch.bmm(full, full.transpose(1, 2))
 
 
 def _functional_grams(
@@ -214,18 +276,8 @@ def _grams(
                 )
             for li, m in enumerate(fast):
                 a = rec.inputs[m]
-                # per-example gradients of this layer for every functional: (n, J, P_layer)
-                size = sum(p.numel() for p in m.parameters()) * n * J * a.element_size()
-                step = max(1, int(n * _CHUNK_BYTES // max(size, 1)))
-                for s in range(0, n, step):
-                    g_all = torch.stack(
-                        [
-                            _per_example_layer_grads(m, a[s : s + step], per_j[j][li][s : s + step])
-                            for j in range(J)
-                        ],
-                        1,
-                    )
-                    gram[s : s + step] += g_all @ g_all.transpose(1, 2)
+                g_all = torch.stack([per_j[j][li] for j in range(J)], 1)  # (n, J, *out)
+                gram += _layer_gram(m, a, g_all)
         if slow_names:
             gram += _functional_grams(model, x, slow_names, functionals, extra).to(gram.dtype)
     return gram.detach()

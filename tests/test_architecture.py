@@ -28,6 +28,9 @@ LAYER = {
     "population": 6,
     "report": 5,
     "demo": 8,
+    "sweep": 8,
+    "compare": 7,
+    "measures": 4,
     "cli": 9,
 }
 

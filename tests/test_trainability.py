@@ -128,3 +128,29 @@ def test_local_pearson_window_and_errors():
     assert vals[:4] == [None] * 4 and all(v > 0.9 for v in vals[4:])
     with pytest.raises(ValueError, match="window must be an int >= 2"):
         local_pearson([1, 2], [1, 2], window=1)
+
+
+def test_inplace_activations_and_residual_adds_do_not_corrupt_the_fast_path():
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(5, 5)
+            self.norm = torch.nn.LayerNorm(5)
+            self.act = torch.nn.ReLU(inplace=True)
+            self.head = torch.nn.Linear(5, 3)
+
+        def forward(self, x):
+            h = self.act(self.lin(x))  # in-place on the Linear output
+            h = self.norm(h)
+            h += x  # in-place residual on the LayerNorm output
+            return self.head(h)
+
+    torch.manual_seed(0)
+    net = Block().double()
+    x = torch.randn(4, 5, dtype=torch.float64)
+    np.testing.assert_allclose(
+        structure_matrices(net, x).numpy(),
+        structure_matrices_naive(net, x).numpy(),
+        rtol=1e-9,
+        atol=1e-12,
+    )

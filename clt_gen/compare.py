@@ -1,0 +1,113 @@
+"""Side-by-side comparison of evaluation reports (regularizers, architectures, ...).
+
+Examples
+--------
+>>> rows = [{"run": "a", "gap": 0.1, "floor": 0.0}, {"run": "b", "gap": 0.3, "floor": 0.1}]
+>>> print(format_table(rows, ["run", "gap", "floor"]))
+run  gap     floor
+a    0.1000  0.0000
+b    0.3000  0.1000
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Any
+
+from clt_gen.checkpoints import atomic_write_text
+from clt_gen.errors import ValidationError
+from clt_gen.evaluate import load_report
+
+__all__ = ["report_row", "compare_reports", "format_table", "COLUMNS"]
+
+COLUMNS = [
+    "run",
+    "train_risk",
+    "check_risk",
+    "gap",
+    "error_gap",
+    "floor",
+    "fitting_error",
+    "H_logits_train",
+    "H_logits_heldout",
+    "info_loss_total",
+    "loss_max",
+    "bounds_held",
+    "best_error_bound",
+    "check_error",
+]
+
+
+def report_row(report: dict[str, Any], name: str) -> dict[str, Any]:
+    """The comparison columns of one report."""
+    r, layers, bounds = report["risks"], report["layers"], report["bounds"]
+    losses = [row["information_loss"]["value"] for row in layers if row["information_loss"]]
+    err_bounds = [
+        b["value"] for b in bounds if b["quantity"] == "error" and b["kind"] == "probabilistic"
+    ]
+    held = [b["held"] for b in bounds if b["held"] is not None]
+    return {
+        "run": name,
+        "train_risk": r["train"],
+        "check_risk": r["check"],
+        "gap": r["gap"],
+        "error_gap": r["error_gap"],
+        "floor": report["floor"]["value"],
+        "fitting_error": report["floor"]["fitting_error"],
+        "H_logits_train": layers[-1]["H_train"]["value"],
+        "H_logits_heldout": layers[-1]["H_heldout"]["value"],
+        "info_loss_total": float(sum(max(v, 0.0) for v in losses)),
+        "loss_max": report["loss_max"]["observed"],
+        "bounds_held": f"{sum(bool(h) for h in held)}/{len(held)}",
+        "best_error_bound": min(err_bounds) if err_bounds else None,
+        "check_error": r["check_error"],
+    }
+
+
+def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    def cell(v: Any) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    widths = {c: max(len(c), *(len(cell(r.get(c))) for r in rows)) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns).rstrip()]
+    for r in rows:
+        lines.append("  ".join(cell(r.get(c)).ljust(widths[c]) for c in columns).rstrip())
+    return "\n".join(lines)
+
+
+def compare_reports(runs: list[str | os.PathLike[str]], *, out: str | None = None) -> str:
+    """Table of the CLT terms and bounds of several reports; optional plot and JSON."""
+    rows = []
+    for run in runs:
+        p = pathlib.Path(run)
+        if not (p / "report.json").exists() and not p.name == "report.json":
+            raise ValidationError(f"{p} holds no report.json; pass evaluation directories")
+        rows.append(report_row(load_report(p), p.name if p.is_dir() else p.parent.name))
+    if out:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        d = pathlib.Path(out)
+        d.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(d / "compare.json", json.dumps(rows, indent=1))
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
+        names = [r["run"] for r in rows]
+        x = range(len(rows))
+        axes[0].bar(x, [r["gap"] for r in rows])
+        axes[0].set_title("measured gap (check − train risk)")
+        for key in ("floor", "H_logits_train", "H_logits_heldout", "train_risk"):
+            axes[1].plot(x, [r[key] for r in rows], "o-", label=key)
+        axes[1].set_title("CLT terms")
+        axes[1].legend(fontsize=7)
+        axes[2].bar(x, [r["info_loss_total"] for r in rows])
+        axes[2].set_title("total information loss")
+        for ax in axes:
+            ax.set_xticks(list(x), names, rotation=30, ha="right", fontsize=7)
+        fig.tight_layout()
+        fig.savefig(d / "compare.png", dpi=110)
+        plt.close(fig)
+    return format_table(rows, COLUMNS)

@@ -1,0 +1,247 @@
+"""Sweeps: a manifest of train + evaluate jobs over a grid, run locally or on Ray.
+
+A manifest is a TOML file::
+
+    [sweep]
+    out = "runs/my-sweep"        # where job directories go
+    evaluate = true              # evaluate each trained checkpoint
+    measures = true              # classic generalization measures too
+
+    [train]                      # TrainConfig fields shared by every job
+    arch = "model-a"
+    dataset = "digits"
+    epochs = 10
+
+    [grid]                       # every combination becomes one job
+    "arch_kwargs.k" = [1, 2, 3]
+    weight_decay = [0.0, 1e-4]
+    "data.random_labels" = [0.0, 0.5]
+
+    [evaluate]                   # EvaluateConfig overrides
+    n_bootstrap = 50
+
+A job is identified by the hash of its resolved configuration; its directory holds the
+checkpoint, the report and ``result.json`` (written atomically last). Finished jobs are
+skipped, so a killed sweep resumes with nothing lost or duplicated.
+
+Examples
+--------
+>>> jobs = expand_grid({"train": {"arch": "mlp"}, "grid": {"seed": [0, 1], "lr": [0.1]}})
+>>> [j["train"]["seed"] for j in jobs]
+[0, 1]
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import os
+import pathlib
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any
+
+import tomllib
+from tqdm.auto import tqdm
+
+from clt_gen.checkpoints import atomic_write_text, load_checkpoint
+from clt_gen.data import DataConfig
+from clt_gen.errors import ValidationError
+from clt_gen.evaluate import EvaluateConfig, evaluate
+from clt_gen.training import TrainConfig, train
+
+__all__ = ["load_manifest", "expand_grid", "job_id", "run_job", "run_sweep", "collect"]
+
+
+def load_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check a sweep manifest."""
+    p = pathlib.Path(path)
+    try:
+        manifest = tomllib.loads(p.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValidationError(f"cannot read manifest {p}: {exc}") from None
+    unknown = set(manifest) - {"sweep", "train", "grid", "evaluate"}
+    if unknown:
+        raise ValidationError(
+            f"manifest sections must be sweep, train, grid, evaluate (unknown: {sorted(unknown)})"
+        )
+    manifest.setdefault("sweep", {}).setdefault("out", str(p.with_suffix("")))
+    return manifest
+
+
+def _set(d: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        d = d.setdefault(k, {})
+    d[keys[-1]] = value
+
+
+def expand_grid(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """One job specification per grid point: ``{"train": {...}, "evaluate": {...}}``."""
+    grid = manifest.get("grid", {})
+    for name, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ValidationError(f"grid[{name!r}] must be a non-empty list (got {values!r})")
+    names = sorted(grid)
+    jobs = []
+    for combo in itertools.product(*(grid[n] for n in names)):
+        train_cfg = copy.deepcopy(manifest.get("train", {}))
+        for n, v in zip(names, combo, strict=True):
+            _set(train_cfg, n, v)
+        jobs.append(
+            {
+                "train": train_cfg,
+                "evaluate": dict(manifest.get("evaluate", {})),
+                "sweep": {k: v for k, v in manifest.get("sweep", {}).items() if k != "out"},
+                "grid_point": dict(zip(names, combo, strict=True)),
+            }
+        )
+    return jobs
+
+
+def job_id(job: dict[str, Any]) -> str:
+    """Stable hash of a job's configuration."""
+    spec = {"train": job["train"], "evaluate": job["evaluate"], "sweep": job.get("sweep", {})}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _train_config(spec: dict[str, Any]) -> TrainConfig:
+    spec = dict(spec)
+    data = DataConfig(**spec.pop("data", {}))
+    try:
+        return TrainConfig(**spec, data=data, progress=False)
+    except TypeError as exc:
+        raise ValidationError(f"train section: {exc}") from None
+
+
+def run_job(job: dict[str, Any], out_root: str, threads: int | None = None) -> dict[str, Any]:
+    """Train, evaluate and measure one job; return its result record (also saved)."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    jid = job_id(job)
+    jdir = pathlib.Path(out_root) / "jobs" / jid
+    result_path = jdir / "result.json"
+    if result_path.exists():
+        return json.loads(result_path.read_text())
+    t0 = time.perf_counter()
+    cfg = _train_config(job["train"])
+    ckpt = jdir / "checkpoint"
+    meta_path = ckpt / "meta.json"
+    if not (meta_path.exists() and json.loads(meta_path.read_text()).get("status") == "complete"):
+        train(cfg, ckpt)
+    record: dict[str, Any] = {"job_id": jid, "grid_point": job["grid_point"], "train": job["train"]}
+    ck = load_checkpoint(ckpt)
+    record["metrics"] = ck.meta["metrics"]
+    if job.get("sweep", {}).get("evaluate", True):
+        ev = {"n_bootstrap": 50, "progress": False, **job["evaluate"]}
+        for key in ("layers", "cells"):
+            if key in ev:
+                ev[key] = tuple(ev[key])
+        report = evaluate(EvaluateConfig(checkpoint=str(ckpt), out=str(jdir / "eval"), **ev))
+        record["report"] = {
+            k: report[k] for k in ("risks", "floor", "loss_max", "layers", "bounds", "trainability")
+        }
+    if job.get("sweep", {}).get("measures", False):
+        record["measures"] = _measures(ck, cfg)
+    record["seconds"] = time.perf_counter() - t0
+    atomic_write_text(result_path, json.dumps(record, default=float))
+    return record
+
+
+def _measures(ck: Any, cfg: TrainConfig) -> dict[str, Any]:
+    import torch
+
+    from clt_gen.data import load_dataset, make_splits
+    from clt_gen.measures import all_measures
+    from clt_gen.models import build_model
+
+    splits = make_splits(
+        load_dataset(cfg.dataset, data_dir=cfg.data_dir, **cfg.dataset_params), cfg.data
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)  # the trainer's initialization, rebuilt exactly
+        init = build_model(
+            ck.meta["arch"],
+            ck.meta["input_shape"],
+            ck.meta["n_classes"],
+            **ck.meta.get("arch_kwargs", {}),
+        )
+    x, y = splits.x["train"][:2000], splits.y["train"][:2000]
+    return all_measures(ck.model, init, x, y, tuple(ck.meta["input_shape"]))
+
+
+def run_sweep(
+    manifest: dict[str, Any],
+    *,
+    backend: str = "local",
+    workers: int = 1,
+    address: str | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Run every job of the manifest that has not finished; return all records."""
+    out = manifest["sweep"]["out"]
+    jobs = expand_grid(manifest)
+    pathlib.Path(out).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(pathlib.Path(out) / "manifest.json", json.dumps(manifest, default=str))
+    if workers < 1:
+        raise ValidationError(f"workers must be an int >= 1 (got {workers})")
+    pending = [
+        j for j in jobs if not (pathlib.Path(out) / "jobs" / job_id(j) / "result.json").exists()
+    ]
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc="jobs", disable=not progress)
+    if backend == "local":
+        if workers == 1:
+            for j in pending:
+                run_job(j, out, threads)
+                bar.update()
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                futures = [pool.submit(run_job, j, out, threads) for j in pending]
+                for fut in as_completed(futures):
+                    fut.result()
+                    bar.update()
+    elif backend == "ray":
+        _run_ray(pending, out, workers, address, bar)
+    else:
+        raise ValidationError(f"backend must be 'local' or 'ray' (got {backend!r})")
+    bar.close()
+    return collect(out)
+
+
+def _run_ray(
+    jobs: list[dict[str, Any]], out: str, workers: int, address: str | None, bar: Any
+) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise ValidationError("backend='ray' needs Ray: pip install 'clt-gen[ray]'") from None
+    import torch
+
+    started = False
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address)
+        else:
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        started = True
+    try:
+        gpus = 1 if torch.cuda.is_available() and address else 0
+        remote = ray.remote(num_cpus=1, num_gpus=gpus)(run_job)
+        refs = [remote.remote(j, os.path.abspath(out), 1) for j in jobs]
+        while refs:
+            done, refs = ray.wait(refs, num_returns=1)
+            ray.get(done)
+            bar.update(len(done))
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def collect(out: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every finished job's record under a sweep directory."""
+    return [json.loads(p.read_text()) for p in sorted(pathlib.Path(out).glob("jobs/*/result.json"))]

@@ -1,0 +1,152 @@
+"""Sweeps (local and Ray), resume after a kill, compare, and the classic measures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from clt_gen.cli import main
+from clt_gen.errors import ValidationError
+from clt_gen.measures import (
+    distance_from_init,
+    margin,
+    pacbayes_flatness,
+    path_norm,
+    powerlaw_alpha,
+)
+from clt_gen.sweep import expand_grid, job_id, load_manifest, run_sweep
+
+MANIFEST = """
+[sweep]
+out = "{out}"
+evaluate = true
+measures = true
+
+[train]
+arch = "mlp"
+dataset = "mixture"
+epochs = 1
+batch_size = 64
+lr = 0.05
+dataset_params = {{ n_samples = 300, n_features = 4, n_classes = 3 }}
+
+[grid]
+"arch_kwargs.width" = [8, 16]
+seed = [0, 1]
+
+[evaluate]
+n_bootstrap = 10
+cells = [2, 4]
+max_features = 8
+"""
+
+
+def _manifest(tmp_path, name="sweep"):
+    path = tmp_path / f"{name}.toml"
+    path.write_text(MANIFEST.format(out=tmp_path / name))
+    return path
+
+
+def test_grid_expansion_and_stable_ids(tmp_path):
+    manifest = load_manifest(_manifest(tmp_path))
+    jobs = expand_grid(manifest)
+    assert len(jobs) == 4
+    assert {j["train"]["arch_kwargs"]["width"] for j in jobs} == {8, 16}
+    assert len({job_id(j) for j in jobs}) == 4
+    assert job_id(jobs[0]) == job_id(expand_grid(manifest)[0])
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[grids]\nx = [1]\n")
+    with pytest.raises(ValidationError, match="unknown"):
+        load_manifest(bad)
+
+
+def test_local_sweep_runs_every_job_once_and_resumes(tmp_path):
+    manifest = load_manifest(_manifest(tmp_path))
+    records = run_sweep(manifest, progress=False)
+    assert len(records) == 4
+    for rec in records:
+        assert rec["report"]["floor"]["value"] <= rec["report"]["risks"]["train"]
+        assert rec["measures"]["param_norm"] > 0
+    results = sorted((tmp_path / "sweep" / "jobs").glob("*/result.json"))
+    mtimes = [p.stat().st_mtime_ns for p in results]
+    again = run_sweep(manifest, progress=False)
+    assert len(again) == 4
+    assert [p.stat().st_mtime_ns for p in results] == mtimes  # nothing recomputed
+
+
+def test_killed_sweep_resumes_without_loss_or_duplicates(tmp_path):
+    path = _manifest(tmp_path, "killed")
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "clt_gen.cli", "sweep", str(path), "--no-progress"]
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(out.glob("jobs/*/result.json")):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = list(out.glob("jobs/*/result.json"))
+    assert 1 <= len(first) < 4, "the sweep must be killed mid-run"
+    before = {p: p.read_text() for p in first}
+    assert subprocess.run(cmd, check=False).returncode == 0
+    results = list(out.glob("jobs/*/result.json"))
+    assert len(results) == 4 and len(list(out.glob("jobs/*"))) == 4
+    assert all(p.read_text() == text for p, text in before.items())
+
+
+def test_ray_backend_on_a_local_cluster(tmp_path):
+    pytest.importorskip("ray")
+    manifest = load_manifest(_manifest(tmp_path, "ray"))
+    manifest["sweep"]["measures"] = False
+    records = run_sweep(manifest, backend="ray", workers=2, progress=False)
+    assert len(records) == 4
+    assert {r["job_id"] for r in records} == {job_id(j) for j in expand_grid(manifest)}
+
+
+def test_compare_cli(tmp_path, capsys):
+    manifest = load_manifest(_manifest(tmp_path, "cmp"))
+    manifest["grid"] = {"seed": [0, 1]}
+    manifest["sweep"]["measures"] = False
+    run_sweep(manifest, progress=False)
+    runs = [str(p.parent / "eval") for p in (tmp_path / "cmp" / "jobs").glob("*/result.json")]
+    assert main(["compare", *runs, "--out", str(tmp_path / "cmpout")]) == 0
+    out = capsys.readouterr().out
+    assert "floor" in out and "bounds_held" in out and len(out.strip().splitlines()) == 3
+    rows = json.loads((tmp_path / "cmpout" / "compare.json").read_text())
+    assert len(rows) == 2 and (tmp_path / "cmpout" / "compare.png").exists()
+
+
+# --- measures --------------------------------------------------------------------------------
+def test_path_norm_of_a_linear_map_is_its_frobenius_norm():
+    lin = torch.nn.Linear(5, 3)
+    np.testing.assert_allclose(path_norm(lin, (5,)), float(lin.weight.detach().norm()), rtol=1e-6)
+
+
+def test_path_norm_two_layers_matches_sum_over_paths():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    w1, w2 = net[0].weight.detach(), net[2].weight.detach()
+    brute = sum(
+        float(w2[o, h] ** 2 * w1[h, i] ** 2) for o in range(2) for h in range(4) for i in range(3)
+    )
+    np.testing.assert_allclose(path_norm(net, (3,)), brute**0.5, rtol=1e-6)
+
+
+def test_distance_margin_flatness_alpha():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(20, 64), torch.nn.ReLU(), torch.nn.Linear(64, 3))
+    assert distance_from_init(net, net) == 0.0
+    x = torch.randn(200, 20)
+    y = net(x).argmax(1)
+    assert margin(net, x, y) >= 0  # labels are the predictions: non-negative margins
+    flat = pacbayes_flatness(net, x, y)
+    assert flat > 0 and np.isfinite(flat)
+    alpha = powerlaw_alpha(net)
+    assert 1.0 < alpha < 20.0
