@@ -1,6 +1,6 @@
 """Render benchmarks/results/estimators_accuracy.json as Markdown tables (for RESULTS.md).
 
-    python benchmarks/accuracy_table.py
+python benchmarks/accuracy_table.py
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import argparse
 import json
 import tempfile
 import time
+from functools import partial
 
 import torch
 from _common import best_of, peak_rss_mb, save
@@ -37,31 +38,41 @@ def main() -> None:
     model = load_checkpoint(ckpt).model
     ds = load_dataset("fashion-mnist")
     x = make_splits(ds, DataConfig()).x["train"]
-    layers = [INPUT_LAYER] + default_layers(model, (1, 28, 28))
+    blocks = default_layers(model, (1, 28, 28))
+    batch = 1024
 
     def plain() -> None:
         with torch.no_grad():
-            for i in range(0, len(x), 256):
-                model(x[i : i + 256])
+            for i in range(0, len(x), batch):
+                model(x[i : i + batch])
 
     rows = []
-    t_plain = best_of(plain)
-    for reduce in ("project", "avgpool"):
-        t_feat = best_of(
-            lambda r=reduce: extract_features(
-                model, x, layers=layers, reduce=r, max_features=128, progress=False
+    for layers in ([INPUT_LAYER, *blocks], blocks):
+        for reduce in ("project", "avgpool"):
+            t_plain = best_of(plain)
+            t_feat = best_of(
+                partial(
+                    extract_features,
+                    model,
+                    x,
+                    layers=layers,
+                    reduce=reduce,
+                    max_features=128,
+                    batch_size=batch,
+                    progress=False,
+                )
             )
-        )
-        row = {
-            "what": f"extract_features[{reduce}]",
-            "n_samples": len(x),
-            "layers": layers,
-            "plain_s": t_plain,
-            "features_s": t_feat,
-            "ratio": t_feat / t_plain,
-        }
-        rows.append(row)
-        print(json.dumps(row))
+            row = {
+                "what": f"extract_features[{reduce}]",
+                "n_samples": len(x),
+                "layers": layers,
+                "batch_size": batch,
+                "plain_s": t_plain,
+                "features_s": t_feat,
+                "ratio": t_feat / t_plain,
+            }
+            rows.append(row)
+            print(json.dumps(row))
     t0 = time.perf_counter()
     rep = evaluate(EvaluateConfig(checkpoint=ckpt, out=tmp + "/eval", progress=False))
     total = time.perf_counter() - t0

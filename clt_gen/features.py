@@ -190,7 +190,7 @@ def extract_features(
     layers: list[str],
     reduce: Reduce = "avgpool",
     max_features: int | None = None,
-    batch_size: int = 256,
+    batch_size: int = 1024,
     device: str | torch.device | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     cache_parts: dict[str, object] | None = None,

@@ -158,11 +158,22 @@ def _layer_gram(m: nn.Module, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         if isinstance(m, nn.Conv2d):
             padding = m.padding
             assert not isinstance(padding, str)  # string padding takes the torch.func path
-            u = nn.functional.unfold(
-                a[sl], m.kernel_size, dilation=m.dilation, padding=padding, stride=m.stride
-            )  # (b, C*kh*kw, T)
-            b = u.shape[0]
-            gg = g[sl].reshape(b, J * g.shape[2], -1)  # (b, J*out, T)
+            u = nn.functional.unfold(a[sl], m.kernel_size, dilation=m.dilation,
+                                     padding=padding, stride=m.stride)  # (b, C*kh*kw, T)
+            b, ckk, t = u.shape
+            n_out = g.shape[2]
+            gg = g[sl].reshape(b, J * n_out, t)  # (b, J*out, T)
+            cost_materialize = J * n_out * t * ckk + J * J * n_out * ckk
+            cost_positions = t * t * ckk + (J * t) ** 2 * n_out + J * J * t * t
+            if cost_positions < cost_materialize:
+                # A_jl = Σ_{t,s} (G_j G_lᵀ)_{ts} (UᵀU + 1)_{ts}: cheap when T is small
+                uu = torch.bmm(u.transpose(1, 2), u)  # (b, T, T)
+                if m.bias is not None:
+                    uu = uu + 1.0
+                gt = g[sl].reshape(b, J, n_out, t).transpose(2, 3).reshape(b, J * t, n_out)
+                gram_pos = torch.bmm(gt, gt.transpose(1, 2)).reshape(b, J, t, J, t)
+                out[sl] = torch.einsum("bjtls,bts->bjl", gram_pos, uu)
+                continue
             w = torch.bmm(gg, u.transpose(1, 2)).reshape(b, J, -1)  # (b, J, out*C*kh*kw)
             parts = [w]
             if m.bias is not None:
