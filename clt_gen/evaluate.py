@@ -221,6 +221,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
         "check_brier": float(terms["check"]["brier"].mean()),
         "label_smoothing": eps,
     }
+    risks["train_loss_max"] = float(np.max(terms["train"]["losses"]))
     risks["gap"] = risks["check"] - risks["train"]
     risks["error_gap"] = risks["check_error"] - risks["train_error"]
     t = lap("risks", t)
