@@ -71,8 +71,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--sizes", type=int, nargs="+", default=None, help="n_samples values")
+    ap.add_argument("--methods", nargs="+", default=None)
     args = ap.parse_args()
-    sizes = [1000, 10_000] if args.quick else [1000, 10_000, 50_000]
+    sizes = args.sizes or ([1000, 10_000] if args.quick else [1000, 10_000, 50_000])
     cache = json.loads(OUT.read_text()) if OUT.exists() else {}
     cache.setdefault("meta", {})
     cache["meta"].update(
@@ -84,7 +86,7 @@ def main() -> None:
         for k in (2, 10)
         for d in (2, 8, 32, 128)
         for n in sizes
-        for method in ("knn", "gaussian", "probe", "ksg", "quantized")
+        for method in (args.methods or ("knn", "gaussian", "probe", "ksg", "quantized"))
         for omega in ("shannon", "squared")
         if not (method == "ksg" and omega != "shannon")
     ]
