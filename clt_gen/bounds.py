@@ -525,7 +525,7 @@ def frozen_feature_bound(
     bound = Bound(
         name="frozen_feature",
         kind="probabilistic",
-        quantity="error" if omega == "zero_one" else "brier_risk",
+        quantity="cell_head_error" if omega == "zero_one" else "cell_head_brier_risk",
         side="upper",
         value=float(best["certified"]),
         delta=delta,

@@ -45,7 +45,9 @@ def report_row(report: dict[str, Any], name: str) -> dict[str, Any]:
     r, layers, bounds = report["risks"], report["layers"], report["bounds"]
     losses = [row["information_loss"]["value"] for row in layers if row["information_loss"]]
     err_bounds = [
-        b["value"] for b in bounds if b["quantity"] == "error" and b["kind"] == "probabilistic"
+        b["value"]
+        for b in bounds
+        if b["quantity"] == "error" and b["name"].startswith("validation")  # not cell heads
     ]
     held = [b["held"] for b in bounds if b["held"] is not None]
     return {

@@ -158,8 +158,9 @@ def _layer_gram(m: nn.Module, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         if isinstance(m, nn.Conv2d):
             padding = m.padding
             assert not isinstance(padding, str)  # string padding takes the torch.func path
-            u = nn.functional.unfold(a[sl], m.kernel_size, dilation=m.dilation,
-                                     padding=padding, stride=m.stride)  # (b, C*kh*kw, T)
+            u = nn.functional.unfold(
+                a[sl], m.kernel_size, dilation=m.dilation, padding=padding, stride=m.stride
+            )  # (b, C*kh*kw, T)
             b, ckk, t = u.shape
             n_out = g.shape[2]
             gg = g[sl].reshape(b, J * n_out, t)  # (b, J*out, T)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -121,6 +122,16 @@ def test_compare_cli(tmp_path, capsys):
     assert "floor" in out and "bounds_held" in out and len(out.strip().splitlines()) == 3
     rows = json.loads((tmp_path / "cmpout" / "compare.json").read_text())
     assert len(rows) == 2 and (tmp_path / "cmpout" / "compare.png").exists()
+    # the best error certificate is about the network, never a frozen-feature cell head
+    for run, row in zip(runs, rows, strict=True):
+        report = json.loads((pathlib.Path(run) / "report.json").read_text())
+        validation = [
+            b["value"]
+            for b in report["bounds"]
+            if b["name"].startswith("validation") and b["quantity"] == "error"
+        ]
+        assert row["best_error_bound"] == min(validation)
+        assert any(b["quantity"] == "cell_head_error" for b in report["bounds"])
 
 
 # --- measures --------------------------------------------------------------------------------
