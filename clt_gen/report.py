@@ -115,6 +115,9 @@ def _figures(report: dict[str, Any]) -> list[tuple[str, str]]:
             fontsize=8,
         )
         ax.set_xscale("symlog", linthresh=0.05)
+        lowest = min(min(b["value"], b["checked_value"]) for b in bounds)
+        if lowest >= 0:
+            ax.set_xlim(left=0)
         ax.set_xlabel(
             "certified value (bar) and value checked on held-out data (dot); symlog scale"
         )
