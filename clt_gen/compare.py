@@ -20,8 +20,17 @@ from clt_gen.checkpoints import atomic_write_text
 from clt_gen.errors import ValidationError
 from clt_gen.evaluate import load_report
 
-__all__ = ["report_row", "compare_reports", "format_table", "COLUMNS"]
+__all__ = ["report_row", "compare_reports", "format_table", "COLUMNS", "CLT_TERMS"]
 
+CLT_TERMS = (
+    "floor",
+    "fitting_error",
+    "H_logits_train",
+    "H_logits_heldout",
+    "info_loss_total",
+    "loss_max",
+    "train_risk",
+)
 COLUMNS = [
     "run",
     "train_risk",

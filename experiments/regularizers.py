@@ -21,7 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from clt_gen.compare import COLUMNS, compare_reports
+from clt_gen.compare import CLT_TERMS, COLUMNS, compare_reports
 from clt_gen.population import kendall_tau
 from clt_gen.sweep import job_id, run_job
 
@@ -119,15 +119,7 @@ def main() -> None:
         row["run"] = name
     gap = np.array([r["error_gap"] for r in rows])
     movers = []
-    for term in (
-        "floor",
-        "fitting_error",
-        "H_logits_train",
-        "H_logits_heldout",
-        "info_loss_total",
-        "loss_max",
-        "train_risk",
-    ):
+    for term in CLT_TERMS:
         movers.append((term, kendall_tau(np.array([r[term] for r in rows]), gap)))
     write(pathlib.Path(args.write), rows, movers, secs, args)
     print(table)
