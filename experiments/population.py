@@ -91,6 +91,7 @@ def table(records: list[dict]) -> tuple[list[dict], dict]:
             continue
         v = np.asarray(vals, dtype=float)
         strata = by_stratum(v, gap, [r["grid_point"]["arch_kwargs.k"] for r in records])
+        widths = by_stratum(v, gap, [r["grid_point"]["arch_kwargs.w"] for r in records])
         rows.append(
             {
                 "measure": name,
@@ -98,6 +99,7 @@ def table(records: list[dict]) -> tuple[list[dict], dict]:
                 "psi": granulated_kendall(v, gap, hp).value,
                 "pgdl": 100 * pgdl_score(v, gap, hp)["value"],
                 "tau_by_depth": {k: round(t, 3) for k, t in strata.items() if k != "all"},
+                "tau_by_width": {k: round(t, 3) for k, t in widths.items() if k != "all"},
             }
         )
     bounds: dict[str, dict[str, list[float]]] = {}
@@ -128,15 +130,17 @@ def write_markdown(
         "training data. Kendall τ and granulated Ψ in [−1, 1]; PGDL score ×100 (minimum "
         "over pairs of hyperparameters of the normalized conditional mutual information).",
         "",
-        "| measure | τ | Ψ | PGDL ×100 | τ within depth k=1 / 2 / 3 |",
-        "|---|---|---|---|---|",
+        "| measure | τ | Ψ | PGDL ×100 | τ within depth k=1 / 2 / 3 | τ within width 32 / 128 |",
+        "|---|---|---|---|---|---|",
     ]
     for r in sorted(rows, key=lambda r: -abs(r["tau"])):
         depth = " / ".join(
             f"{r['tau_by_depth'].get(k, float('nan')):+.2f}" for k in ("1", "2", "3")
         )
+        width = " / ".join(f"{r['tau_by_width'].get(k, float('nan')):+.2f}" for k in ("32", "128"))
         lines.append(
-            f"| `{r['measure']}` | {r['tau']:+.3f} | {r['psi']:+.3f} | {r['pgdl']:.2f} | {depth} |"
+            f"| `{r['measure']}` | {r['tau']:+.3f} | {r['psi']:+.3f} | {r['pgdl']:.2f} | {depth} "
+            f"| {width} |"
         )
     lines += [
         "",
