@@ -92,10 +92,37 @@ def _add_evaluate(sub: Any) -> None:
         help="add gradient energy, structure-matrix spectra and the loss sandwich",
     )
     p.add_argument("--cache-dir", default=None, help="feature cache (default: OUT/.cache)")
+    _add_model_file_options(p)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run_evaluate)
+
+
+def _add_model_file_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--arch-spec",
+        default=None,
+        type=_json_or_file,
+        help="for a bare state-dict file: JSON (or a JSON file) with arch, "
+        "input_shape, n_classes and arch_kwargs",
+    )
+    p.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow loading a fully pickled model, which can run code stored in "
+        "the file: only for files you created yourself",
+    )
+
+
+def _json_or_file(text: str) -> Any:
+    import pathlib
+
+    p = pathlib.Path(text)
+    try:
+        return json.loads(p.read_text() if p.is_file() else text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc})") from None
 
 
 def evaluate_config_from_args(args: argparse.Namespace) -> Any:
@@ -118,6 +145,8 @@ def evaluate_config_from_args(args: argparse.Namespace) -> Any:
         max_train_samples=args.max_train_samples,
         trainability=args.trainability,
         cache_dir=args.cache_dir,
+        arch_spec=args.arch_spec,
+        trust_pickle=args.trust_pickle,
         device=args.device,
         random_state=args.seed,
         progress=not args.no_progress,
@@ -271,7 +300,15 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _add_layers(sub: Any) -> None:
     p = sub.add_parser("layers", help="list the named layers of a checkpoint")
-    p.add_argument("checkpoint", help="checkpoint directory")
+    p.add_argument("checkpoint", help="checkpoint directory (or a model file, see below)")
+    p.add_argument(
+        "--input-shape",
+        type=int,
+        nargs="+",
+        default=None,
+        help="input shape, for a model file without metadata (e.g. 1 28 28)",
+    )
+    _add_model_file_options(p)
     p.set_defaults(func=_run_layers)
 
 
@@ -279,8 +316,10 @@ def _run_layers(args: argparse.Namespace) -> int:
     from clt_gen.checkpoints import load_checkpoint
     from clt_gen.features import default_layers, list_layers
 
-    ck = load_checkpoint(args.checkpoint)
-    shape = ck.meta["input_shape"]
+    ck = load_checkpoint(args.checkpoint, arch=args.arch_spec, trust_pickle=args.trust_pickle)
+    shape = args.input_shape or ck.meta.get("input_shape")
+    if shape is None:
+        raise ValidationError("this model file has no metadata: pass --input-shape, e.g. 1 28 28")
     default = set(default_layers(ck.model, shape))
     print(f"{'layer':<32} {'type':<22} {'output shape':<18} {'params':>9}  default")
     for info in list_layers(ck.model, shape):

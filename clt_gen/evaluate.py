@@ -99,6 +99,8 @@ class EvaluateConfig:
     trainability: bool = False
     trainability_samples: int = 256
     cache_dir: str | None = None
+    arch_spec: dict[str, Any] | None = None
+    trust_pickle: bool = False
     device: str = "auto"
     random_state: int = 0
     progress: bool = True
@@ -135,6 +137,13 @@ def _splits_for(ck: Any, cfg: EvaluateConfig) -> tuple[Splits, bool]:
     ds = load_dataset(name, data_dir=data_dir, **params)
     dcfg = DataConfig(**meta["data_config"]) if "data_config" in meta else DataConfig()
     splits = make_splits(ds, dcfg)
+    if "n_classes" not in meta or "input_shape" not in meta:
+        # a bare model file: take the shapes from the data, then check the model's output
+        meta.setdefault("input_shape", list(splits.x["train"].shape[1:]))
+        param = next(ck.model.parameters())
+        with torch.no_grad():
+            out = ck.model(splits.x["train"][:2].to(param.device))
+        meta.setdefault("n_classes", int(out.shape[-1]))
     if splits.n_classes != meta["n_classes"]:
         raise DataError(
             f"the checkpoint predicts {meta['n_classes']} classes but dataset {name!r} has "
@@ -193,7 +202,9 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
         return now
 
     device = resolve_device(cfg.device)
-    ck = load_checkpoint(cfg.checkpoint, map_location=device)
+    ck = load_checkpoint(
+        cfg.checkpoint, arch=cfg.arch_spec, trust_pickle=cfg.trust_pickle, map_location=device
+    )
     model = ck.model
     train_cfg = ck.meta.get("train_config", {})
     omega = cfg.omega or ck.meta.get("omega", "shannon")

@@ -280,3 +280,66 @@ def test_cli_evaluate_prints_table(capsys, mixture_ckpt, tmp_path):
     out = capsys.readouterr().out
     assert "floor" in out and "validation_binomial" in out
     assert json.loads((tmp_path / "o" / "report.json").read_text())["config"]["n_bootstrap"] == 20
+
+
+def test_cli_evaluates_bare_model_files(tmp_path, capsys):
+    res = train(
+        TrainConfig(arch="mlp", arch_kwargs={"width": 16, "depth": 1}, epochs=1, progress=False),
+        tmp_path / "ck",
+    )
+    model = load_checkpoint(tmp_path / "ck").model
+    torch.save(model.state_dict(), tmp_path / "weights.pt")
+    spec = json.dumps(
+        {
+            "arch": "mlp",
+            "arch_kwargs": {"width": 16, "depth": 1},
+            "input_shape": [1, 8, 8],
+            "n_classes": 10,
+        }
+    )
+    common = ["--data", "digits", "--n-bootstrap", "10", "--no-progress"]
+    assert (
+        main(
+            [
+                "evaluate",
+                str(tmp_path / "weights.pt"),
+                "--arch-spec",
+                spec,
+                "--out",
+                str(tmp_path / "e1"),
+                *common,
+            ]
+        )
+        == 0
+    )
+    rep = json.loads((tmp_path / "e1" / "report.json").read_text())
+    assert rep["risks"]["check_error"] == pytest.approx(1 - res.metrics["check_accuracy"])
+    # a fully pickled model: refused by default, evaluated with the explicit opt-in
+    torch.save(model, tmp_path / "full.pt")
+    capsys.readouterr()
+    assert (
+        main(["evaluate", str(tmp_path / "full.pt"), "--out", str(tmp_path / "e2"), *common]) == 2
+    )
+    assert "--trust-pickle" in capsys.readouterr().err
+    assert not (tmp_path / "e2" / "report.json").exists()
+    assert (
+        main(
+            [
+                "evaluate",
+                str(tmp_path / "full.pt"),
+                "--trust-pickle",
+                "--out",
+                str(tmp_path / "e2"),
+                *common,
+            ]
+        )
+        == 0
+    )
+    assert json.loads((tmp_path / "e2" / "report.json").read_text())["data"]["n_classes"] == 10
+    assert (
+        main(
+            ["layers", str(tmp_path / "full.pt"), "--trust-pickle", "--input-shape", "1", "8", "8"]
+        )
+        == 0
+    )
+    assert "body.1" in capsys.readouterr().out
