@@ -11,7 +11,7 @@ import numpy as np
 from estimators._validation import check_features, check_float, check_int, check_labels, rng
 from estimators.entropies import check_omega, generalized_entropy, max_entropy, units
 from estimators.errors import ValidationError, unknown_name_error
-from estimators.methods import METHODS, Statistic
+from estimators.methods import ASSUMPTIONS, METHODS, Statistic
 
 __all__ = [
     "Estimate",
@@ -22,7 +22,7 @@ __all__ = [
     "DEFAULT_METHOD",
 ]
 
-DEFAULT_METHOD = "gaussian"
+DEFAULT_METHOD = "auto"
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,9 @@ class Estimate:
         ``upper_estimate`` (the probe), ``no_bootstrap``.
     confidence : float
     units : str
+    assumption : str
+        What the estimate and its interval rest on (a model, never a guarantee; for a
+        certificate use :func:`estimators.conditional_entropy_upper_bound`).
     """
 
     value: float
@@ -60,6 +63,7 @@ class Estimate:
     flags: tuple[str, ...] = ()
     confidence: float = 0.95
     units: str = "nats"
+    assumption: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary."""
@@ -180,6 +184,7 @@ def _finish(
         flags=tuple(dict.fromkeys(flags)),
         confidence=confidence,
         units=units(omega),
+        assumption=ASSUMPTIONS.get(method.split(":")[0], ""),
     )
 
 
@@ -207,8 +212,10 @@ def conditional_entropy(
     omega : {"shannon", "squared", "sparsemax", "tsallis", "zero_one"}
         Which entropy: Shannon (nats), half the Gini impurity, Tsallis (``alpha``),
         or the Bayes error.
-    method : {"gaussian", "knn", "plugin", "quantized", "ksg", "probe"}
-        Estimator; see ``docs/estimators.md`` for bias direction and cost.
+    method : {"auto", "gaussian", "knn", "plugin", "quantized", "ksg", "probe"}
+        Estimator; see ``docs/estimators.md`` for each one's assumption, bias and cost.
+        ``auto`` (default): held-out score of a cross-fitted head selected inside the
+        fitting folds, debiased by a two-point learning curve.
     random_state : None, int or numpy Generator
         Seeds the cross-fitting split and the bootstrap.
     confidence : float
@@ -220,6 +227,7 @@ def conditional_entropy(
     n_classes : int, optional
         Number of classes when some classes are absent from ``y``.
     **method_params
+        ``heads``/``n_folds``/``debias``/``eps`` (auto),
         ``k`` (knn, ksg), ``n_cells`` (quantized), ``miller_madow`` (plugin, quantized),
         ``covariance``/``shrinkage`` (gaussian), ``C`` (probe), ``correction`` (knn),
         ``device`` (knn, ksg).

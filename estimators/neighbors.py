@@ -4,6 +4,16 @@ Squared Euclidean distances ``|q|² − 2 q·x + |x|²`` are computed a block of
 time with one BLAS matrix product (on the GPU when one is present), followed by a
 partial sort (``topk``). Peak memory is the block of distances, not ``n × n``.
 
+By default the search runs in float32 (half the memory traffic of float64) for a few
+more candidates than asked, then the returned neighbours' distances are recomputed
+exactly in float64 and re-sorted: the distances handed back are float64-exact, and the
+neighbour set is the float64 one unless float32 rounding moves a point across more than
+``refine`` ranks. ``backend="faiss"`` uses faiss-cpu's ``IndexFlatL2`` for the float32
+candidate search (when installed) with the same float64 refinement, so both backends
+return the same neighbours.
+
+torch is imported only when a search runs, so ``import estimators`` stays light.
+
 Examples
 --------
 >>> import numpy as np
@@ -18,21 +28,35 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
-__all__ = ["knn_search", "count_within", "default_device"]
+__all__ = ["knn_search", "count_within", "default_device", "BACKENDS"]
 
 _BLOCK_BYTES = 256 * 2**20  # distance block budget
+BACKENDS: tuple[str, ...] = ("torch", "faiss")
 
 
-def default_device() -> torch.device:
+def default_device() -> Any:
     """CUDA when available, else CPU."""
+    import torch
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _prepare(
-    a: np.ndarray | torch.Tensor, device: torch.device, dtype: torch.dtype
-) -> torch.Tensor:
+def _torch_dtype(dtype: Any) -> Any:
+    import torch
+
+    if dtype in ("float32", torch.float32, np.float32):
+        return torch.float32
+    if dtype in ("float64", torch.float64, np.float64, None):
+        return torch.float64
+    from estimators.errors import ValidationError
+
+    raise ValidationError(f"dtype must be 'float32' or 'float64' (got {dtype!r})")
+
+
+def _prepare(a: Any, device: Any, dtype: Any) -> Any:
+    import torch
+
     t = a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a))
     return t.to(device=device, dtype=dtype)
 
@@ -43,9 +67,9 @@ def _block_rows(n_data: int, itemsize: int, block_size: int | None) -> int:
     return max(1, min(8192, _BLOCK_BYTES // max(1, n_data * itemsize)))
 
 
-def _blocks(
-    queries: Any, data: Any, device: Any, dtype: torch.dtype, block_size: int | None
-) -> Any:
+def _blocks(queries: Any, data: Any, device: Any, dtype: Any, block_size: int | None) -> Any:
+    import torch
+
     dev = torch.device(device) if device is not None else default_device()
     q = _prepare(queries, dev, dtype)
     x = _prepare(data, dev, dtype)
@@ -58,17 +82,74 @@ def _blocks(
         yield start, d2
 
 
+def _torch_candidates(
+    queries: Any, data: Any, k: int, exclude_self: bool, block_size: int | None,
+    device: Any, dtype: Any,
+) -> np.ndarray:
+    import torch
+
+    out = np.empty((len(queries), k), dtype=np.int64)
+    for start, d2 in _blocks(queries, data, device, dtype, block_size):
+        if exclude_self:
+            rows = torch.arange(d2.shape[0], device=d2.device)
+            d2[rows, rows + start] = float("inf")
+        _, idx = torch.topk(d2, k, dim=1, largest=False, sorted=True)
+        out[start : start + len(idx)] = idx.cpu().numpy()
+    return out
+
+
+def _faiss_candidates(queries: Any, data: Any, k: int, exclude_self: bool) -> np.ndarray:
+    try:
+        import faiss
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        from estimators.errors import ValidationError
+
+        raise ValidationError(
+            "backend='faiss' needs faiss-cpu: pip install 'clt-gen[faiss]' (or use "
+            "backend='torch', the default)"
+        ) from exc
+    x = np.ascontiguousarray(np.asarray(data, dtype=np.float32))
+    q = np.ascontiguousarray(np.asarray(queries, dtype=np.float32))
+    index = faiss.IndexFlatL2(x.shape[1])
+    index.add(x)
+    _, idx = index.search(q, k + (1 if exclude_self else 0))
+    if exclude_self:
+        own = np.arange(len(q))[:, None]
+        keep = idx != own
+        # drop the query itself where it came back; otherwise the last (farthest) one
+        keep[keep.all(1), -1] = False
+        idx = idx[keep].reshape(len(q), k)
+    return idx.astype(np.int64)
+
+
+def _refine(
+    queries: np.ndarray, data: np.ndarray, cand: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact float64 distances of the candidates; keep the ``k`` nearest, ascending."""
+    q = np.asarray(queries, dtype=np.float64)
+    x = np.asarray(data, dtype=np.float64)
+    d2 = np.empty(cand.shape)
+    step = max(1, _BLOCK_BYTES // max(1, cand.shape[1] * x.shape[1] * 8))
+    for s in range(0, len(q), step):
+        diff = x[cand[s : s + step]] - q[s : s + step, None, :]
+        d2[s : s + step] = np.einsum("ijk,ijk->ij", diff, diff)
+    order = np.lexsort((cand, d2), axis=1)[:, :k]
+    return np.take_along_axis(d2, order, 1), np.take_along_axis(cand, order, 1)
+
+
 def knn_search(
-    queries: np.ndarray | torch.Tensor,
-    data: np.ndarray | torch.Tensor,
+    queries: Any,
+    data: Any,
     k: int,
     *,
     exclude_self: bool = False,
     block_size: int | None = None,
-    device: str | torch.device | None = None,
-    dtype: torch.dtype = torch.float64,
+    device: Any = None,
+    dtype: Any = "float32",
+    refine: int = 8,
+    backend: str = "torch",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` nearest rows of ``data`` for each row of ``queries`` (exact).
+    """The ``k`` nearest rows of ``data`` for each row of ``queries``.
 
     Parameters
     ----------
@@ -83,49 +164,63 @@ def knn_search(
         Queries per block; by default the distance block stays under 256 MiB.
     device : optional
         Torch device; CUDA when available by default.
-    dtype : torch dtype
-        float64 (default, exact ordering) or float32 (faster, ties may reorder).
+    dtype : {"float32", "float64"}
+        Precision of the candidate search. Returned distances are always float64-exact.
+    refine : int
+        Extra float32 candidates re-ranked in float64 (ignored for float64 search).
+    backend : {"torch", "faiss"}
+        Candidate search: blocked matrix products in torch, or faiss ``IndexFlatL2``.
 
     Returns
     -------
     dist2 : ndarray of shape (n_queries, k)
-        Squared Euclidean distances, ascending.
+        Squared Euclidean distances (float64), ascending; ties by index.
     indices : ndarray of shape (n_queries, k)
         Row indices into ``data``.
     """
     n_data = len(data)
     limit = n_data - 1 if exclude_self else n_data
-    if not 1 <= k <= limit:
-        from estimators.errors import ValidationError
+    if not (isinstance(k, (int, np.integer)) and 1 <= k <= limit):
+        from estimators.errors import ValidationError, unknown_name_error
 
         raise ValidationError(
-            f"k must be an int >= 1 and <= {limit} (the number of candidate neighbours; got {k})"
+            f"k must be an int >= 1 and <= {limit} (the number of candidate neighbours; "
+            f"got {k!r})"
         )
-    out_d = np.empty((len(queries), k))
-    out_i = np.empty((len(queries), k), dtype=np.int64)
-    for start, d2 in _blocks(queries, data, device, dtype, block_size):
-        if exclude_self:
-            rows = torch.arange(d2.shape[0], device=d2.device)
-            d2[rows, rows + start] = float("inf")
-        vals, idx = torch.topk(d2, k, dim=1, largest=False, sorted=True)
-        out_d[start : start + len(vals)] = vals.cpu().numpy()
-        out_i[start : start + len(vals)] = idx.cpu().numpy()
-    return out_d, out_i
+    if backend not in BACKENDS:
+        from estimators.errors import unknown_name_error
+
+        raise unknown_name_error("backend", backend, BACKENDS)
+    tdtype = _torch_dtype(dtype)
+    import torch
+
+    extra = 0 if tdtype == torch.float64 and backend == "torch" else refine
+    kc = min(limit, int(k) + extra)
+    if backend == "faiss":
+        cand = _faiss_candidates(queries, data, kc, exclude_self)
+    else:
+        cand = _torch_candidates(queries, data, kc, exclude_self, block_size, device, tdtype)
+    q = queries.cpu().numpy() if isinstance(queries, torch.Tensor) else queries
+    x = data.cpu().numpy() if isinstance(data, torch.Tensor) else data
+    return _refine(q, x, cand, int(k))
 
 
 def count_within(
-    queries: np.ndarray | torch.Tensor,
-    data: np.ndarray | torch.Tensor,
+    queries: Any,
+    data: Any,
     radius2: np.ndarray,
     *,
     block_size: int | None = None,
-    device: str | torch.device | None = None,
-    dtype: torch.dtype = torch.float64,
+    device: Any = None,
+    dtype: Any = "float64",
 ) -> np.ndarray:
     """For each query, the number of ``data`` rows at squared distance ``<= radius2``."""
+    import torch
+
+    tdtype = _torch_dtype(dtype)
     counts = np.empty(len(queries), dtype=np.int64)
     r_all = torch.as_tensor(np.asarray(radius2, dtype=np.float64))
-    for start, d2 in _blocks(queries, data, device, dtype, block_size):
+    for start, d2 in _blocks(queries, data, device, tdtype, block_size):
         r = r_all[start : start + d2.shape[0]].to(device=d2.device, dtype=d2.dtype)
         counts[start : start + d2.shape[0]] = (d2 <= r.unsqueeze(1)).sum(1).cpu().numpy()
     return counts

@@ -1,0 +1,522 @@
+"""Prediction heads ``q(·|z)`` for cross-fitted conditional-entropy estimates and bounds.
+
+A *head* maps features to a predicted label distribution. By the scoring-rule identity
+(THEORY §5.0), the expected held-out score ``E S_Ω(q(Z), Y)`` of **any** head fitted
+without the evaluation sample is ``>= H_Ω(Y|Z)``; better heads make it tighter. This
+module fits a small family of cheap heads, selects one by an inner validation split
+*inside the fitting data*, calibrates its temperature there, and scores it on held-out
+folds.
+
+Head family (``HEADS``):
+
+``prior``
+    Class frequencies, ignoring ``z``: scores ``H_Ω(Y)`` up to ``O(K/n)``. It keeps the
+    selected head honest when the features carry no information.
+``logistic``
+    Multinomial logistic regression on standardized features, ``C`` chosen on the inner
+    split from a grid.
+``gaussian``
+    Class-conditional Gaussians with Ledoit–Wolf shrinkage, shared or per-class covariance.
+``knn``
+    Neighbour label frequencies with additive smoothing, ``k`` chosen on the inner split.
+``mlp``
+    One hidden ReLU layer trained with Adam (NumPy), early stopping on the inner split.
+
+Examples
+--------
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> y = rng.integers(0, 2, 600)
+>>> z = rng.normal(size=(600, 3)) + 2.0 * y[:, None]
+>>> head = select_head(z, y, n_classes=2, omega="shannon", random_state=0)
+>>> head.name in HEADS
+True
+>>> head.predict(z[:2]).shape
+(2, 2)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import logsumexp
+
+from estimators.entropies import scoring_rule
+from estimators.errors import unknown_name_error
+
+__all__ = [
+    "HEADS",
+    "DEFAULT_HEADS",
+    "FittedHead",
+    "CrossFit",
+    "select_head",
+    "cross_fit",
+    "mixed_scores",
+    "score_range",
+]
+
+Predictor = Callable[[np.ndarray], np.ndarray]  # z -> log-probabilities (n, K)
+
+
+@dataclass(frozen=True)
+class FittedHead:
+    """A fitted head: ``predict(z)`` gives probabilities of shape ``(n_samples, n_classes)``.
+
+    Attributes
+    ----------
+    name : str
+        Head family (a key of ``HEADS``).
+    params : dict
+        Hyper-parameters chosen on the inner split, and the temperature.
+    inner_scores : dict
+        Mean inner-validation score of every candidate (the selection record).
+    """
+
+    name: str
+    params: dict[str, Any]
+    log_predict: Predictor = field(repr=False)
+    inner_scores: dict[str, float] = field(default_factory=dict)
+    refit: Callable[[np.ndarray, np.ndarray], Predictor] | None = field(default=None, repr=False)
+
+    def predict(self, z: np.ndarray) -> np.ndarray:
+        """Predicted probabilities, rows summing to one."""
+        return np.exp(self.log_predict(z))
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+def score_range(omega: str, n_classes: int, *, alpha: float = 1.5, eps: float = 1e-3) -> float:
+    """Upper end ``B`` of the (mixed) scoring rule: every term lies in ``[0, B]``.
+
+    ``shannon``: ``log(K/eps)`` after mixing ``q <- (1-eps) q + eps/K``;
+    ``squared``/``sparsemax``/``zero_one``: 1; ``tsallis``: ``1/(alpha-1)``.
+    """
+    if omega == "shannon":
+        return float(np.log(n_classes / eps))
+    if omega == "tsallis":
+        return float(1.0 / (alpha - 1.0))
+    return 1.0
+
+
+def mixed_scores(
+    proba: np.ndarray, y: np.ndarray, *, omega: str, alpha: float = 1.5, eps: float = 1e-3
+) -> np.ndarray:
+    """Scoring-rule terms of ``proba`` at labels ``y``, bounded to ``[0, score_range]``.
+
+    For ``shannon`` the prediction is first mixed with the uniform distribution
+    (weight ``eps``); the mixture is itself a predictor, so its expected score is still
+    ``>= H_Ω(Y|Z)``.
+    """
+    if omega == "shannon":
+        k = proba.shape[1]
+        proba = (1.0 - eps) * proba + eps / k
+    s = scoring_rule(proba, y, omega=omega, alpha=alpha)
+    return np.clip(s, 0.0, score_range(omega, proba.shape[1], alpha=alpha, eps=eps))
+
+
+def _selection_omega(omega: str) -> str:
+    # the 0-1 score is flat almost everywhere: choose heads by log loss instead
+    return "shannon" if omega == "zero_one" else omega
+
+
+# ----------------------------------------------------------------------------- heads
+
+
+def _log_normalize(logits: np.ndarray) -> np.ndarray:
+    return logits - logsumexp(logits, axis=1, keepdims=True)
+
+
+def _standardizer(z: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    mu = z.mean(0)
+    sd = z.std(0)
+    sd = np.where(sd > 1e-12 * max(1.0, float(np.abs(z).max())), sd, 1.0)
+    return lambda x: (x - mu) / sd
+
+
+def _fit_prior(z: np.ndarray, y: np.ndarray, k: int, **_: Any) -> Predictor:
+    logp = np.log((np.bincount(y, minlength=k) + 0.5) / (len(y) + 0.5 * k))
+    return lambda x: np.broadcast_to(logp, (len(x), k)).copy()
+
+
+def _fit_logistic(
+    z: np.ndarray, y: np.ndarray, k: int, *, C: float, random_state: int, **_: Any
+) -> Predictor:
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    std = _standardizer(z)
+    present = np.unique(y)
+    if len(present) < 2:
+        return _fit_prior(z, y, k)
+    clf = LogisticRegression(C=C, max_iter=300, tol=1e-5, random_state=random_state)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(std(z), y)
+    floor = np.log(0.5 / (len(y) + 0.5 * k))  # absent classes: a Laplace-sized share
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        out = np.full((len(x), k), floor)
+        out[:, clf.classes_] = clf.predict_log_proba(std(x))
+        return _log_normalize(out)
+
+    return predict
+
+
+def _fit_gaussian(
+    z: np.ndarray, y: np.ndarray, k: int, *, covariance: str, **_: Any
+) -> Predictor:
+    from sklearn.covariance import ledoit_wolf
+
+    d = z.shape[1]
+    counts = np.bincount(y, minlength=k)
+    classes = np.flatnonzero(counts >= 2)
+    if len(classes) < 2:  # too few samples per class to fit Gaussians
+        return _fit_prior(z, y, k)
+    means = np.stack([z[y == c].mean(0) for c in classes])
+
+    def shrunk(r: np.ndarray) -> np.ndarray:
+        cov, _ = ledoit_wolf(r, assume_centered=True)
+        return cov + (1e-9 * np.trace(cov) / d + 1e-12) * np.eye(d)
+
+    if covariance == "shared":
+        resid = np.concatenate([z[y == c] - means[i] for i, c in enumerate(classes)])
+        chols = [np.linalg.cholesky(shrunk(resid))] * len(classes)
+    else:
+        chols = [np.linalg.cholesky(shrunk(z[y == c] - means[i])) for i, c in enumerate(classes)]
+    logprior = np.log((counts[classes] + 0.5) / (len(y) + 0.5 * k))
+    floor = np.log(0.5 / (len(y) + 0.5 * k))
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        ll = np.full((len(x), k), -np.inf)
+        for i, c in enumerate(classes):
+            sol = np.linalg.solve(chols[i], (x - means[i]).T)
+            logdet = 2.0 * np.sum(np.log(np.diag(chols[i])))
+            ll[:, c] = -0.5 * np.sum(sol * sol, 0) - 0.5 * logdet + logprior[i]
+        post = np.exp(_log_normalize(ll))
+        # keep every class possible: a Laplace-sized floor, then renormalize
+        post = np.maximum(post, np.exp(floor))
+        return np.log(post / post.sum(1, keepdims=True))
+
+    return predict
+
+
+def _fit_knn(
+    z: np.ndarray, y: np.ndarray, k: int, *, n_neighbors: int, smoothing: float = 0.5, **_: Any
+) -> Predictor:
+    from estimators.neighbors import knn_search
+
+    std = _standardizer(z)
+    zs = std(z)
+    nn = min(n_neighbors, len(y))
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        _, idx = knn_search(std(x), zs, nn)
+        counts = np.zeros((len(x), k))
+        np.add.at(counts, (np.repeat(np.arange(len(x)), nn), y[idx].ravel()), 1.0)
+        return np.log((counts + smoothing) / (nn + smoothing * k))
+
+    return predict
+
+
+def _fit_mlp(
+    z: np.ndarray,
+    y: np.ndarray,
+    k: int,
+    *,
+    random_state: int,
+    hidden: int = 128,
+    epochs: int = 60,
+    weight_decay: float = 1e-4,
+    lr: float = 3e-3,
+    batch_size: int = 256,
+    z_val: np.ndarray | None = None,
+    y_val: np.ndarray | None = None,
+    patience: int = 6,
+    record: dict[str, Any] | None = None,
+    **_: Any,
+) -> Predictor:
+    """One-hidden-layer ReLU network, Adam, cross-entropy; early stopping on ``z_val``."""
+    gen = np.random.default_rng(random_state)
+    std = _standardizer(z)
+    x = std(z)
+    n, d = x.shape
+    params = [
+        gen.normal(size=(d, hidden)) * np.sqrt(2.0 / d),
+        np.zeros(hidden),
+        gen.normal(size=(hidden, k)) * np.sqrt(1.0 / hidden),
+        np.log((np.bincount(y, minlength=k) + 0.5) / (n + 0.5 * k)),
+    ]
+    m1 = [np.zeros_like(p) for p in params]
+    m2 = [np.zeros_like(p) for p in params]
+    onehot = np.eye(k)[y]
+
+    def forward(p: list[np.ndarray], a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        h = np.maximum(a @ p[0] + p[1], 0.0)
+        return h, _log_normalize(h @ p[2] + p[3])
+
+    best = (np.inf, [q.copy() for q in params], 0)
+    xv = std(z_val) if z_val is not None else None
+    step, bad = 0, 0
+    for epoch in range(epochs):
+        order = gen.permutation(n)
+        for start in range(0, n, batch_size):
+            b = order[start : start + batch_size]
+            h, logq = forward(params, x[b])
+            g_out = (np.exp(logq) - onehot[b]) / len(b)
+            g_h = (g_out @ params[2].T) * (h > 0)
+            grads = [x[b].T @ g_h, g_h.sum(0), h.T @ g_out, g_out.sum(0)]
+            grads[0] += weight_decay * params[0]
+            grads[2] += weight_decay * params[2]
+            step += 1
+            for i, g in enumerate(grads):
+                m1[i] = 0.9 * m1[i] + 0.1 * g
+                m2[i] = 0.999 * m2[i] + 0.001 * g * g
+                mh = m1[i] / (1 - 0.9**step)
+                vh = m2[i] / (1 - 0.999**step)
+                params[i] -= lr * mh / (np.sqrt(vh) + 1e-8)
+        if xv is not None and y_val is not None:
+            _, lv = forward(params, xv)
+            val = float(-lv[np.arange(len(y_val)), y_val].mean())
+            if val < best[0] - 1e-5:
+                best, bad = (val, [q.copy() for q in params], epoch + 1), 0
+            else:
+                bad += 1
+                if bad >= patience:
+                    break
+    final = best[1] if xv is not None else params
+    if record is not None:
+        record["epochs"] = best[2] if xv is not None else epochs
+    return lambda a: forward(final, std(a))[1]
+
+
+HEADS: dict[str, Callable[..., Predictor]] = {
+    "prior": _fit_prior,
+    "logistic": _fit_logistic,
+    "gaussian": _fit_gaussian,
+    "knn": _fit_knn,
+    "mlp": _fit_mlp,
+}
+DEFAULT_HEADS: tuple[str, ...] = ("prior", "logistic", "gaussian", "knn", "mlp")
+
+
+def _candidates(
+    heads: Sequence[str], n_fit: int, n_features: int
+) -> list[tuple[str, dict[str, Any]]]:
+    """The grid of (head, hyper-parameters) tried on the inner split."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    for name in heads:
+        if name not in HEADS:
+            raise unknown_name_error("heads", name, HEADS)
+        if name == "logistic":
+            out += [("logistic", {"C": c}) for c in (0.01, 0.1, 1.0, 10.0)]
+        elif name == "gaussian":
+            if n_features <= 2048:
+                out += [("gaussian", {"covariance": "shared"})]
+                if n_features <= 256:
+                    out += [("gaussian", {"covariance": "per_class"})]
+        elif name == "knn":
+            out += [("knn", {"n_neighbors": k}) for k in (10, 30, 100) if k <= n_fit // 2]
+        else:
+            out += [(name, {})]
+    return out
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def _temperature(
+    logp: np.ndarray, y: np.ndarray, omega: str, alpha: float, eps: float
+) -> tuple[float, float]:
+    """Temperature minimizing the mean (mixed) score on a validation split."""
+
+    def loss(log_t: float) -> float:
+        q = np.exp(_log_normalize(logp / np.exp(log_t)))
+        return float(mixed_scores(q, y, omega=omega, alpha=alpha, eps=eps).mean())
+
+    res = minimize_scalar(loss, bounds=(-3.0, 3.0), method="bounded", options={"xatol": 1e-3})
+    base = loss(0.0)
+    if res.fun < base:
+        return float(np.exp(res.x)), float(res.fun)
+    return 1.0, base
+
+
+def _inner_split(n: int, gen: np.random.Generator, fraction: float) -> tuple[np.ndarray, ...]:
+    perm = gen.permutation(n)
+    n_val = max(1, int(round(fraction * n)))
+    return perm[n_val:], perm[:n_val]
+
+
+def select_head(
+    z: np.ndarray,
+    y: np.ndarray,
+    *,
+    n_classes: int,
+    omega: str = "shannon",
+    alpha: float = 1.5,
+    eps: float = 1e-3,
+    heads: Sequence[str] = DEFAULT_HEADS,
+    val_fraction: float = 0.2,
+    calibrate: bool = True,
+    refit: bool = True,
+    random_state: Any = None,
+) -> FittedHead:
+    """Fit every candidate on an inner split of ``(z, y)``, keep the best, refit it.
+
+    Parameters
+    ----------
+    z : ndarray of shape (n_samples, n_features)
+    y : ndarray of shape (n_samples,)
+    n_classes : int
+    omega : str
+        Scoring rule used for selection and calibration (``zero_one`` selects by log loss).
+    alpha, eps : float
+        Tsallis order; mixing weight of the uniform distribution (``shannon``).
+    heads : sequence of str
+        Head families to try (keys of ``HEADS``).
+    val_fraction : float
+        Share of ``(z, y)`` held out for selection and temperature calibration.
+    calibrate : bool
+        Fit a temperature on the inner split.
+    refit : bool
+        Refit the chosen head on all of ``(z, y)`` (the temperature is kept).
+    random_state : None, int or Generator
+
+    Returns
+    -------
+    FittedHead
+    """
+    gen = np.random.default_rng(random_state)
+    sel_omega = _selection_omega(omega)
+    tr, va = _inner_split(len(y), gen, val_fraction)
+    seed = int(gen.integers(2**31 - 1))
+    scores: dict[str, float] = {}
+    best: tuple[float, str, dict[str, Any], float] | None = None
+    for name, hp in _candidates(heads, len(tr), z.shape[1]):
+        record: dict[str, Any] = {}
+        extra = {"z_val": z[va], "y_val": y[va], "record": record} if name == "mlp" else {}
+        pred = HEADS[name](z[tr], y[tr], n_classes, random_state=seed, **hp, **extra)
+        logp = pred(z[va])
+        if calibrate and name != "prior":
+            temp, val = _temperature(logp, y[va], sel_omega, alpha, eps)
+        else:
+            temp = 1.0
+            val = float(
+                mixed_scores(np.exp(logp), y[va], omega=sel_omega, alpha=alpha, eps=eps).mean()
+            )
+        hp = {**hp, **({"epochs": max(1, record["epochs"])} if name == "mlp" else {})}
+        label = name + "".join(f" {k}={v}" for k, v in hp.items())
+        scores[label] = val
+        if best is None or val < best[0]:
+            best = (val, name, hp, temp)
+    assert best is not None
+    _, name, hp, temp = best
+
+    def fit_same(z_new: np.ndarray, y_new: np.ndarray) -> Predictor:
+        """The chosen head and temperature, fitted on other data."""
+        pred = HEADS[name](z_new, y_new, n_classes, random_state=seed, **hp)
+        return lambda x: _log_normalize(pred(x) / temp)
+
+    return FittedHead(
+        name=name,
+        params={**hp, "temperature": temp},
+        log_predict=fit_same(z, y) if refit else fit_same(z[tr], y[tr]),
+        inner_scores=scores,
+        refit=fit_same,
+    )
+
+
+@dataclass(frozen=True)
+class CrossFit:
+    """Held-out predictions of cross-fitted heads.
+
+    Attributes
+    ----------
+    scores : ndarray of shape (n_samples,)
+        Bounded scoring-rule term of each sample under the head fitted without its fold.
+    plugin : ndarray of shape (n_samples,)
+        ``H_Ω(q(·|z_i))`` of the same predictions.
+    fold : ndarray of shape (n_samples,)
+        Fold index of each sample.
+    heads : tuple of FittedHead
+        The head used for each fold.
+    half_scores : ndarray of shape (n_samples,) or None
+        With ``learning_curve=True``: the same terms under the chosen head refitted on a
+        random half of the fitting folds (one point of the learning curve).
+    """
+
+    scores: np.ndarray
+    plugin: np.ndarray
+    fold: np.ndarray
+    heads: tuple[FittedHead, ...]
+    half_scores: np.ndarray | None = None
+
+
+def make_folds(y: np.ndarray, n_folds: int, gen: np.random.Generator) -> np.ndarray:
+    """Fold index per sample, stratified by label (shuffled within each class)."""
+    fold = np.empty(len(y), dtype=np.int64)
+    offset = int(gen.integers(n_folds))
+    for c in np.unique(y):
+        idx = gen.permutation(np.flatnonzero(y == c))
+        fold[idx] = (np.arange(len(idx)) + offset) % n_folds
+        offset = (offset + len(idx)) % n_folds
+    return fold
+
+
+def cross_fit(
+    z: np.ndarray,
+    y: np.ndarray,
+    *,
+    n_classes: int,
+    omega: str = "shannon",
+    alpha: float = 1.5,
+    eps: float = 1e-3,
+    n_folds: int = 2,
+    heads: Sequence[str] = DEFAULT_HEADS,
+    learning_curve: bool = False,
+    random_state: Any = None,
+) -> CrossFit:
+    """Score each fold with a head selected and fitted on the other folds.
+
+    With ``learning_curve=True`` the chosen head is also refitted on a random half of the
+    fitting folds and scored on the same held-out fold (``CrossFit.half_scores``).
+    """
+    from estimators.entropies import generalized_entropy
+
+    gen = np.random.default_rng(random_state)
+    fold = make_folds(y, n_folds, gen)
+    scores = np.empty(len(y))
+    plugin = np.empty(len(y))
+    half = np.empty(len(y)) if learning_curve else None
+    fitted = []
+    for f in range(n_folds):
+        ev, fit = fold == f, fold != f
+        head = select_head(
+            z[fit],
+            y[fit],
+            n_classes=n_classes,
+            omega=omega,
+            alpha=alpha,
+            eps=eps,
+            heads=heads,
+            random_state=gen,
+        )
+        proba = head.predict(z[ev])
+        scores[ev] = mixed_scores(proba, y[ev], omega=omega, alpha=alpha, eps=eps)
+        mixed = (1 - eps) * proba + eps / n_classes if omega == "shannon" else proba
+        plugin[ev] = generalized_entropy(mixed, omega=omega, alpha=alpha)
+        if half is not None and head.refit is not None:
+            idx = np.flatnonzero(fit)
+            sub = idx[make_folds(y[idx], 2, gen) == 0]
+            proba_half = np.exp(head.refit(z[sub], y[sub])(z[ev]))
+            half[ev] = mixed_scores(proba_half, y[ev], omega=omega, alpha=alpha, eps=eps)
+        fitted.append(head)
+    return CrossFit(
+        scores=scores, plugin=plugin, fold=fold, heads=tuple(fitted), half_scores=half
+    )
