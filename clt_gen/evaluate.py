@@ -42,7 +42,13 @@ from clt_gen.duality import get_regularizer
 from clt_gen.errors import DataError, ValidationError
 from clt_gen.features import INPUT_LAYER, default_layers, extract_features
 from clt_gen.training import objective, resolve_device
-from estimators import DEFAULT_METHOD, conditional_entropy, information_loss
+from estimators import (
+    DEFAULT_METHOD,
+    conditional_entropy,
+    dpi_profile,
+    information_loss,
+    paired_difference,
+)
 
 __all__ = ["EvaluateConfig", "evaluate", "SCHEMA_VERSION", "load_report"]
 
@@ -187,6 +193,98 @@ def _risk_terms(reg: Any, scores: np.ndarray, y: np.ndarray, eps: float) -> dict
     return {"losses": losses, "brier": brier, "errors": errors}
 
 
+def _estimate_row(est: Any) -> dict[str, Any]:
+    return {
+        "value": est.value,
+        "ci": list(est.ci or []),
+        "stderr": est.stderr,
+        "method": est.method,
+        "assumption": est.assumption,
+    }
+
+
+def layer_entropies(
+    layers: list[str],
+    feats: dict[str, dict[str, Any]],
+    y_train: np.ndarray,
+    y_heldout: np.ndarray,
+    *,
+    n_classes: int,
+    omega: str,
+    alpha: float,
+    method: str,
+    delta: float,
+    n_bootstrap: int,
+    random_state: int,
+) -> list[dict[str, Any]]:
+    """Per layer: ``H_Ω(Y|Z)`` estimates (train, held-out), the certified upper bound on
+    held-out features at ``delta / L`` with its data-processing profile, and the paired
+    information loss from the previous layer.
+
+    With ``method="auto"`` one cross-fit per layer gives the held-out estimate, the
+    certificate and the per-sample terms; the information loss is the paired mean of the
+    term differences (same samples, same folds).
+    """
+    from estimators.certified import estimate_and_bound
+
+    kw: dict[str, Any] = {"omega": omega, "n_classes": n_classes, "random_state": random_state}
+    if omega == "tsallis":
+        kw["alpha"] = alpha
+    n_layers = len(layers)
+    rows: list[dict[str, Any]] = []
+    prev_terms: np.ndarray | None = None
+    prev: str | None = None
+    for name in layers:
+        z_tr, z_ho = np.asarray(feats["train"][name]), np.asarray(feats["certify"][name])
+        h_tr = conditional_entropy(z_tr, y_train, method=method, n_bootstrap=n_bootstrap, **kw)
+        est, ub, terms = estimate_and_bound(
+            z_ho, y_heldout, delta=delta / n_layers, n_bootstrap=n_bootstrap, **kw
+        )
+        if method != "auto":
+            est = conditional_entropy(z_ho, y_heldout, method=method, n_bootstrap=n_bootstrap, **kw)
+        row: dict[str, Any] = {
+            "name": name,
+            "n_features": int(z_ho.shape[1]),
+            "H_train": _estimate_row(h_tr),
+            "H_heldout": _estimate_row(est),
+            "H_upper": {**ub.to_dict(), "delta_total": delta},
+            "information_loss": None,
+            "flags": sorted(set(h_tr.flags) | set(est.flags)),
+        }
+        if prev is not None:
+            if method == "auto" and prev_terms is not None:
+                loss = paired_difference(terms, prev_terms, n_bootstrap=n_bootstrap, **kw)
+            else:
+                loss = information_loss(
+                    np.asarray(feats["certify"][prev]), z_ho, y_heldout, method=method,
+                    n_bootstrap=n_bootstrap, **kw,
+                )
+            row["information_loss"] = {"value": loss.value, "ci": list(loss.ci or []), "from": prev}
+            if "dpi_violation" in loss.flags:
+                row["flags"].append("dpi_violation")
+        rows.append(row)
+        prev, prev_terms = name, terms
+    profile = dpi_profile([r["H_upper"]["value"] for r in rows])
+    for row, u in zip(rows, profile):
+        row["H_upper"]["profile"] = u
+    _order_flags(rows)
+    return rows
+
+
+def _order_flags(rows: list[dict[str, Any]]) -> None:
+    """``order_violation``: a later layer's held-out interval lies wholly below an earlier
+    layer's, which the true quantity cannot do (data processing)."""
+    for i, row in enumerate(rows):
+        ci = row["H_heldout"]["ci"]
+        if not ci:
+            continue
+        for later in rows[i + 1 :]:
+            lci = later["H_heldout"]["ci"]
+            if lci and lci[1] < ci[0]:
+                if "order_violation" not in later["flags"]:
+                    later["flags"].append("order_violation")
+
+
 def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     """Run the full evaluation and write ``report.json`` and ``report.html`` atomically.
 
@@ -284,41 +382,19 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     t = lap("features", t)
     y_train_sub = splits.y["train"].numpy()[train_idx]
     y_cert, y_check = splits.y["certify"].numpy(), splits.y["check"].numpy()
-    est_omega = ENTROPY_OMEGAS[omega]
-    est_kw: dict[str, Any] = {
-        "omega": est_omega,
-        "method": cfg.method,
-        "n_bootstrap": cfg.n_bootstrap,
-        "n_classes": splits.n_classes,
-        "random_state": cfg.random_state,
-    }
-    if est_omega == "tsallis":
-        est_kw["alpha"] = alpha
-    layer_rows: list[dict[str, Any]] = []
-    prev: str | None = None
-    for name in layers:
-        h_tr = conditional_entropy(np.asarray(feats["train"][name]), y_train_sub, **est_kw)
-        h_ho = conditional_entropy(np.asarray(feats["certify"][name]), y_cert, **est_kw)
-        row: dict[str, Any] = {
-            "name": name,
-            "n_features": int(feats["certify"][name].shape[1]),
-            "H_train": {"value": h_tr.value, "ci": list(h_tr.ci or []), "stderr": h_tr.stderr},
-            "H_heldout": {"value": h_ho.value, "ci": list(h_ho.ci or []), "stderr": h_ho.stderr},
-            "information_loss": None,
-            "flags": sorted(set(h_tr.flags) | set(h_ho.flags)),
-        }
-        if prev is not None:
-            loss = information_loss(
-                np.asarray(feats["certify"][prev]),
-                np.asarray(feats["certify"][name]),
-                y_cert,
-                **est_kw,
-            )
-            row["information_loss"] = {"value": loss.value, "ci": list(loss.ci or []), "from": prev}
-            if "dpi_violation" in loss.flags:
-                row["flags"].append("dpi_violation")
-        layer_rows.append(row)
-        prev = name
+    layer_rows = layer_entropies(
+        layers,
+        feats,
+        y_train_sub,
+        y_cert,
+        n_classes=splits.n_classes,
+        omega=ENTROPY_OMEGAS[omega],
+        alpha=alpha,
+        method=cfg.method,
+        delta=cfg.delta,
+        n_bootstrap=cfg.n_bootstrap,
+        random_state=cfg.random_state,
+    )
     t = lap("entropies", t)
 
     # bounds ---------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ def _figures(report: dict[str, Any]) -> list[tuple[str, str]]:
             vals = np.array([r[key]["value"] for r in rows])
             lo = np.array([r[key]["ci"][0] if r[key]["ci"] else r[key]["value"] for r in rows])
             hi = np.array([r[key]["ci"][1] if r[key]["ci"] else r[key]["value"] for r in rows])
+            lo, hi = np.minimum(lo, vals), np.maximum(hi, vals)
             ax.errorbar(
                 x + off,
                 vals,

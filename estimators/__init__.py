@@ -27,6 +27,7 @@ from estimators.core import (
     entropy,
     information_loss,
     mutual_information,
+    paired_difference,
 )
 from estimators.entropies import OMEGAS, generalized_entropy, max_entropy, scoring_rule
 from estimators.errors import ValidationError
@@ -54,5 +55,6 @@ __all__ = [
     "knn_search",
     "max_entropy",
     "mutual_information",
+    "paired_difference",
     "scoring_rule",
 ]

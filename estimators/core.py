@@ -19,6 +19,7 @@ __all__ = [
     "entropy",
     "mutual_information",
     "information_loss",
+    "paired_difference",
     "DEFAULT_METHOD",
 ]
 
@@ -43,7 +44,9 @@ class Estimate:
     params : dict
         Resolved method parameters (``alpha`` included for ``tsallis``).
     flags : tuple of str
-        ``out_of_range`` (outside ``[0, H_Ω(uniform)]``), ``small_sample``,
+        ``out_of_range`` (outside ``[0, H_Ω(uniform)]``; ``auto`` then projects the value
+        onto that range and keeps the raw one in ``params["unclipped_value"]``),
+        ``small_sample``,
         ``dpi_violation`` (an information loss significantly below zero),
         ``upper_estimate`` (the probe), ``no_bootstrap``.
     confidence : float
@@ -163,14 +166,17 @@ def _finish(
             ci = (min(max(ci[0], 0.0), hmax), max(min(ci[1], hmax), 0.0))
     else:
         flags.append("no_bootstrap")
-    if not (-1e-12 <= value <= hmax + 1e-12):
-        flags.append("out_of_range")
     if not math.isfinite(value):  # never hand back a silent NaN
         raise ValidationError(
             f"method={method!r} produced a non-finite estimate on this input; "
             "check for constant features or use method='knn'"
         )
     params = dict(stat.params)
+    if not (-1e-12 <= value <= hmax + 1e-12):
+        flags.append("out_of_range")
+        if clip and method == "auto":  # the estimand lies in [0, H_max]: project onto it
+            params["unclipped_value"] = value
+            value = min(max(value, 0.0), hmax)
     if omega == "tsallis":
         params["alpha"] = alpha
     return Estimate(
@@ -383,6 +389,55 @@ def information_loss(
     hmax = max_entropy(k, omega=omega, alpha=alpha)
     if abs(est.value) > hmax + 1e-12:
         flags.append("out_of_range")
+    if est.ci is not None and est.ci[1] < 0:
+        flags.append("dpi_violation")
+    return Estimate(**{**est.__dict__, "flags": tuple(flags)})
+
+
+def paired_difference(
+    terms_after: Any,
+    terms_before: Any,
+    *,
+    omega: str = "shannon",
+    n_classes: int,
+    alpha: float = 1.5,
+    random_state: Any = None,
+    confidence: float = 0.95,
+    n_bootstrap: int = 200,
+) -> Estimate:
+    """Information loss from per-sample terms of two layers scored on the same samples.
+
+    ``terms_after`` and ``terms_before`` are the per-sample terms of an estimator whose
+    value is their mean (e.g. the ``auto`` terms returned by
+    :func:`estimators.certified.estimate_and_bound`, computed with the same
+    ``random_state`` so that samples and folds coincide). The estimate is the mean
+    difference, with a paired bootstrap interval; ``dpi_violation`` is set when the whole
+    interval lies below zero.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> d = paired_difference(np.array([0.5, 0.7, 0.6]), np.array([0.4, 0.5, 0.6]),
+    ...                       n_classes=2, n_bootstrap=0)
+    >>> round(d.value, 6)
+    0.1
+    """
+    confidence, n_bootstrap = _common_checks(confidence, n_bootstrap)
+    after = np.asarray(terms_after, dtype=np.float64)
+    before = np.asarray(terms_before, dtype=np.float64)
+    if after.shape != before.shape or after.ndim != 1:
+        raise ValidationError(
+            "terms_after and terms_before must be 1-D with the same length (one term per "
+            f"sample; got shapes {after.shape} and {before.shape})"
+        )
+    check_omega(omega, alpha)
+    gen = rng(random_state)
+    stat = Statistic(terms=after - before, params={"paired": True})
+    est = _finish(
+        stat, len(after), n_classes, omega, "paired", alpha, gen, confidence, n_bootstrap,
+        clip=False,
+    )
+    flags = [f for f in est.flags if f != "out_of_range"]
     if est.ci is not None and est.ci[1] < 0:
         flags.append("dpi_violation")
     return Estimate(**{**est.__dict__, "flags": tuple(flags)})

@@ -57,6 +57,7 @@ __all__ = [
     "cross_fit",
     "mixed_scores",
     "score_range",
+    "debiased_terms",
 ]
 
 Predictor = Callable[[np.ndarray], np.ndarray]  # z -> log-probabilities (n, K)
@@ -520,3 +521,21 @@ def cross_fit(
     return CrossFit(
         scores=scores, plugin=plugin, fold=fold, heads=tuple(fitted), half_scores=half
     )
+
+
+def debiased_terms(fit: CrossFit, *, max_relative: float = 0.5) -> tuple[np.ndarray, bool]:
+    """Per-sample terms ``2 S_n − S_{n/2}`` (two-point learning curve), when it applies.
+
+    Richardson extrapolation removes an excess risk that falls as ``1/n``. When the
+    half-size head is much worse than the full one (the correction exceeds
+    ``max_relative`` times the debiased value), the learning curve is far from that
+    regime (too few samples per parameter) and extrapolating would overshoot: the plain
+    held-out terms are returned instead, and the second value is ``False``.
+    """
+    if fit.half_scores is None:
+        return fit.scores, False
+    correction = float(np.mean(fit.half_scores - fit.scores))
+    debiased = float(np.mean(fit.scores)) - correction
+    if correction <= 0.0 or correction <= max_relative * max(debiased, 0.0):
+        return 2.0 * fit.scores - fit.half_scores, True
+    return fit.scores, False

@@ -390,10 +390,13 @@ def auto(
     ``debias=True`` (default) that excess is removed to first order by a two-point
     learning curve: the chosen head is refitted on half of its fitting data, and the
     per-sample terms are ``2 S_n − S_{n/2}`` (Richardson extrapolation of an excess risk
-    that falls as ``1/n``, as it does for parametric heads).
+    that falls as ``1/n``, as it does for parametric heads). When the half-size head is
+    much worse (correction above half the debiased value: too few samples per parameter
+    for the ``1/n`` regime), the plain held-out score is kept and flagged
+    ``upper_estimate``.
     """
     from estimators.certified import check_folds
-    from estimators.heads import DEFAULT_HEADS, cross_fit
+    from estimators.heads import DEFAULT_HEADS, cross_fit, debiased_terms
 
     n_folds = check_folds(n_folds, y, n_classes)
     eps = check_float("eps", eps, low=0.0, high=1.0)
@@ -409,12 +412,12 @@ def auto(
         learning_curve=debias,
         random_state=rng,
     )
-    terms = fit.scores if fit.half_scores is None else 2.0 * fit.scores - fit.half_scores
+    terms, applied = debiased_terms(fit)
     chosen = [{"name": h.name, **h.params} for h in fit.heads]
     return Statistic(
         terms=terms,
-        params={"heads": chosen, "n_folds": n_folds, "debias": debias, "eps": eps},
-        flags=() if debias else ("upper_estimate",),
+        params={"heads": chosen, "n_folds": n_folds, "debias": applied, "eps": eps},
+        flags=() if applied else ("upper_estimate",),
     )
 
 
