@@ -234,7 +234,11 @@ def independent_tasks(pixels: np.ndarray, pca: dict[int, np.ndarray]) -> list[Ta
 
         tasks.append(
             Task(
-                "independent", f"synthetic-t3 d={d} K={k}", k, d, draw_syn,
+                "independent",
+                f"synthetic-t3 d={d} K={k}",
+                k,
+                d,
+                draw_syn,
                 lambda omega: float(generalized_entropy(np.full(k, 1.0 / k), omega=omega)),
             )
         )

@@ -48,7 +48,8 @@ class Bound:
     Attributes
     ----------
     name : str
-    kind : {"deterministic", "probabilistic"}
+    kind : {"deterministic", "probabilistic", "estimate"}
+        ``estimate``: built from a model-based estimate (no guarantee; say so when shown).
     quantity : str
         What is bounded, e.g. ``"risk"``, ``"error"``, ``"train_risk"``.
     side : {"upper", "lower"}
@@ -65,7 +66,7 @@ class Bound:
     """
 
     name: str
-    kind: Literal["deterministic", "probabilistic"]
+    kind: Literal["deterministic", "probabilistic", "estimate"]
     quantity: str
     side: Literal["upper", "lower"]
     value: float
@@ -246,7 +247,8 @@ def deterministic_range(
     Returns
     -------
     list of Bound
-        ``risk_lower_entropy`` (a lower bound on the test risk) and ``risk_upper_lmax``.
+        ``risk_lower_entropy`` (an *estimated* lower limit of the test risk, kind
+        ``"estimate"``) and ``risk_upper_lmax``.
     """
     if not layer_entropies:
         raise ValidationError("layer_entropies must hold at least one layer")
@@ -255,7 +257,7 @@ def deterministic_range(
     ceiling = max(loss_max, loss_cap) if loss_cap is not None else loss_max
     lower = Bound(
         name="risk_lower_entropy",
-        kind="deterministic",
+        kind="estimate",
         quantity="risk",
         side="lower",
         value=float(low),
@@ -268,7 +270,8 @@ def deterministic_range(
         },
         assumptions=(
             "R_q(f) >= H_Ω(Y|Z) for every layer Z (exact)",
-            "H_Ω(Y|Z) is estimated: the lower confidence limit is used",
+            "H_Ω(Y|Z) is estimated: the lower limit of its interval is used; H_Ω(Y|Z) cannot "
+            "be certified from below (THEORY §5.0), so this is an estimate, not a certificate",
         ),
         data_used=data_used,
     )

@@ -265,7 +265,7 @@ def layer_entropies(
         rows.append(row)
         prev, prev_terms = name, terms
     profile = dpi_profile([r["H_upper"]["value"] for r in rows])
-    for row, u in zip(rows, profile):
+    for row, u in zip(rows, profile, strict=True):
         row["H_upper"]["profile"] = u
     _order_flags(rows)
     return rows
@@ -574,8 +574,17 @@ def summarize(report: dict[str, Any]) -> list[str]:
     ]
     bounds = report["bounds"]
     held = [b for b in bounds if b["held"] is not None]
-    n_held = sum(bool(b["held"]) for b in held)
-    lines.append(f"{n_held} of {len(held)} bounds held when checked on data they did not use.")
+    certs = [b for b in held if b["kind"] != "estimate"]
+    n_held = sum(bool(b["held"]) for b in certs)
+    lines.append(
+        f"{n_held} of {len(certs)} certificates held when checked on data they did not use"
+        + "".join(
+            f"; the estimated limit {b['name']} {'held' if b['held'] else 'failed'}"
+            for b in held
+            if b["kind"] == "estimate"
+        )
+        + "."
+    )
     # certificates on the network's own error (frozen-feature bounds certify a cell head)
     errs = [b for b in bounds if b["quantity"] == "error" and b["name"].startswith("validation")]
     if errs:
@@ -593,20 +602,29 @@ def summarize(report: dict[str, Any]) -> list[str]:
             if row["information_loss"]
         ]
         name, val = max(losses, key=lambda t: t[1])
+        last = rows[-1]
         lines.append(
-            f"The largest information loss, {val:.4f} {units}, happens at layer '{name}'. "
-            f"H(Y|logits) on held-out data is {rows[-1]['H_heldout']['value']:.4f}: "
-            "no held-out risk can go below it."
+            f"The largest estimated information loss, {val:.4f} {units}, happens at layer "
+            f"'{name}'. H(Y|{last['name']}) on held-out data is estimated at "
+            f"{last['H_heldout']['value']:.4f} (an estimate: {last['H_heldout']['method']}, "
+            "no guarantee)."
         )
-        low = rows[-1]["H_heldout"]["ci"][0] if rows[-1]["H_heldout"]["ci"] else None
+        up = last.get("H_upper")
+        if up:
+            lines.append(
+                f"Certified: H(Y|{last['name']}) <= {up['profile']:.4f} with probability >= "
+                f"{1 - up['delta_total']:.2f} (held-out heads, any distribution). No "
+                "certificate can bound it from below, so no held-out risk floor is claimed."
+            )
+        low = last["H_heldout"]["ci"][0] if last["H_heldout"]["ci"] else None
         if low is not None and r["train"] < low:
             lines.append(
-                f"The training risk sits below the lower confidence limit ({low:.4f}) of the "
-                "held-out conditional entropy of the network's own output: a generalization "
-                f"gap of at least {low - r['train']:.4f} is unavoidable (memorization "
-                "signature)."
+                f"The training risk sits below the lower end ({low:.4f}) of the interval of the "
+                "estimated held-out conditional entropy of the network's own output: by the "
+                f"estimate, a generalization gap of about {low - r['train']:.4f} or more is "
+                "unavoidable (memorization signature; an estimate, not a certificate)."
             )
-    if any("dpi_violation" in row["flags"] for row in rows):
+    if any("dpi_violation" in row["flags"] or "order_violation" in row["flags"] for row in rows):
         lines.append(
             "Some layers show an entropy decrease larger than estimation noise "
             "(flag dpi_violation): treat those estimates with care."

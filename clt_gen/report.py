@@ -182,14 +182,22 @@ def render_html(report: dict[str, Any]) -> str:
         parts.append(f"<h2>{html.escape(title)}</h2>{img}")
     if report.get("layers"):
         parts.append(
-            "<h2>Layers</h2><table><tr><th>layer</th><th>features</th><th>H train</th>"
-            "<th>H held-out</th><th>info loss</th><th>flags</th></tr>"
+            "<h2>Layers</h2><p>H train and H held-out are <b>estimates</b> (model-based; "
+            "interval: sampling noise given the fitted heads). U is a <b>certified upper "
+            "bound</b> on H(Y|Z) from held-out data (holds with probability ≥ 1−δ for any "
+            "distribution, δ shared by all layers); U* = min over later layers of U (data "
+            "processing). H(Y|Z) cannot be certified from below.</p>"
+            "<table><tr><th>layer</th><th>features</th><th>H train (est.)</th>"
+            "<th>H held-out (est.)</th><th>U (cert.)</th><th>U* (cert.)</th>"
+            "<th>info loss (est.)</th><th>flags</th></tr>"
         )
         for r in report["layers"]:
             loss = r.get("information_loss")
+            up = r.get("H_upper") or {}
             parts.append(
                 f"<tr><td>{_fmt(r['name'])}</td><td>{r['n_features']}</td>"
                 f"<td>{_fmt(r['H_train']['value'])}</td><td>{_fmt(r['H_heldout']['value'])}</td>"
+                f"<td>{_fmt(up.get('value'))}</td><td>{_fmt(up.get('profile'))}</td>"
                 f"<td>{_fmt(loss['value']) if loss else '—'}</td>"
                 f"<td>{_fmt(', '.join(r['flags']))}</td></tr>"
             )
@@ -236,13 +244,18 @@ def summary_table(report: dict[str, Any]) -> str:
         f"risk   train {r['train']:.4f}  check {r['check']:.4f}  gap {r['gap']:+.4f}   "
         f"error train {r['train_error']:.3f} check {r['check_error']:.3f}",
         f"floor  {f['value']:.4f}   fitting error {f['fitting_error']:.4f}",
-        f"{'layer':<14}{'dim':>5}{'H train':>10}{'H held-out':>12}{'info loss':>11}",
+        "estimates: H train, H held-out, info loss; certified (held-out, δ over all "
+        "layers): U, U* = min of U over later layers",
+        f"{'layer':<14}{'dim':>5}{'H train':>10}{'H held-out':>12}{'U':>9}{'U*':>9}"
+        f"{'info loss':>11}",
     ]
     for row in report["layers"]:
         loss = row["information_loss"]["value"] if row["information_loss"] else float("nan")
+        up = row.get("H_upper") or {}
         lines.append(
             f"{row['name']:<14}{row['n_features']:>5}{row['H_train']['value']:>10.4f}"
-            f"{row['H_heldout']['value']:>12.4f}{loss:>11.4f}"
+            f"{row['H_heldout']['value']:>12.4f}{up.get('value', float('nan')):>9.4f}"
+            f"{up.get('profile', float('nan')):>9.4f}{loss:>11.4f}"
             + ("  " + ",".join(row["flags"]) if row["flags"] else "")
         )
     lines.append(f"{'bound':<44}{'value':>9}{'checked':>9}  held")

@@ -248,8 +248,14 @@ def conditional_entropy_upper_bound(
         random_state=gen,
     )
     return _bound_from_crossfit(
-        fit, omega=omega, alpha=alpha, eps=eps, delta=delta, n_classes=k,
-        concentration=concentration, gen=gen,
+        fit,
+        omega=omega,
+        alpha=alpha,
+        eps=eps,
+        delta=delta,
+        n_classes=k,
+        concentration=concentration,
+        gen=gen,
     )
 
 
@@ -373,8 +379,16 @@ def estimate_and_bound(
     n_folds = check_folds(2, labels, k)
     gen = rng(random_state)
     fit = cross_fit(
-        arr, labels, n_classes=k, omega=omega, alpha=alpha, eps=eps, n_folds=n_folds,
-        heads=heads, learning_curve=True, random_state=gen,
+        arr,
+        labels,
+        n_classes=k,
+        omega=omega,
+        alpha=alpha,
+        eps=eps,
+        n_folds=n_folds,
+        heads=heads,
+        learning_curve=True,
+        random_state=gen,
     )
     terms, applied = debiased_terms(fit)
     chosen = [{"name": h.name, **h.params} for h in fit.heads]
@@ -385,7 +399,13 @@ def estimate_and_bound(
     )
     est = _finish(stat, len(labels), k, omega, "auto", alpha, gen, confidence, n_bootstrap)
     bound = _bound_from_crossfit(
-        fit, omega=omega, alpha=alpha, eps=eps, delta=delta, n_classes=k,
-        concentration=concentration, gen=gen,
+        fit,
+        omega=omega,
+        alpha=alpha,
+        eps=eps,
+        delta=delta,
+        n_classes=k,
+        concentration=concentration,
+        gen=gen,
     )
     return est, bound, terms

@@ -170,9 +170,7 @@ def _fit_logistic(
     return predict
 
 
-def _fit_gaussian(
-    z: np.ndarray, y: np.ndarray, k: int, *, covariance: str, **_: Any
-) -> Predictor:
+def _fit_gaussian(z: np.ndarray, y: np.ndarray, k: int, *, covariance: str, **_: Any) -> Predictor:
     from sklearn.covariance import ledoit_wolf
 
     d = z.shape[1]
@@ -283,7 +281,7 @@ def _fit_mlp(
                 vh = m2[i] / (1 - 0.999**step)
                 params[i] -= lr * mh / (np.sqrt(vh) + 1e-8)
         if xv is not None and y_val is not None:
-            _, lv = forward(params, xv)
+            lv = forward(params, xv)[1]
             val = float(-lv[np.arange(len(y_val)), y_val].mean())
             if val < best[0] - 1e-5:
                 best, bad = (val, [q.copy() for q in params], epoch + 1), 0
@@ -492,6 +490,8 @@ def cross_fit(
 
     gen = np.random.default_rng(random_state)
     fold = make_folds(y, n_folds, gen)
+    # drawn whether or not it is used, so the folds' heads do not depend on learning_curve
+    half_gen = np.random.default_rng(int(gen.integers(2**63 - 1)))
     scores = np.empty(len(y))
     plugin = np.empty(len(y))
     half = np.empty(len(y)) if learning_curve else None
@@ -514,13 +514,11 @@ def cross_fit(
         plugin[ev] = generalized_entropy(mixed, omega=omega, alpha=alpha)
         if half is not None and head.refit is not None:
             idx = np.flatnonzero(fit)
-            sub = idx[make_folds(y[idx], 2, gen) == 0]
+            sub = idx[make_folds(y[idx], 2, half_gen) == 0]
             proba_half = np.exp(head.refit(z[sub], y[sub])(z[ev]))
             half[ev] = mixed_scores(proba_half, y[ev], omega=omega, alpha=alpha, eps=eps)
         fitted.append(head)
-    return CrossFit(
-        scores=scores, plugin=plugin, fold=fold, heads=tuple(fitted), half_scores=half
-    )
+    return CrossFit(scores=scores, plugin=plugin, fold=fold, heads=tuple(fitted), half_scores=half)
 
 
 def debiased_terms(fit: CrossFit, *, max_relative: float = 0.5) -> tuple[np.ndarray, bool]:

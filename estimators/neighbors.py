@@ -83,8 +83,13 @@ def _blocks(queries: Any, data: Any, device: Any, dtype: Any, block_size: int | 
 
 
 def _torch_candidates(
-    queries: Any, data: Any, k: int, exclude_self: bool, block_size: int | None,
-    device: Any, dtype: Any,
+    queries: Any,
+    data: Any,
+    k: int,
+    exclude_self: bool,
+    block_size: int | None,
+    device: Any,
+    dtype: Any,
 ) -> np.ndarray:
     import torch
 
@@ -184,8 +189,7 @@ def knn_search(
         from estimators.errors import ValidationError, unknown_name_error
 
         raise ValidationError(
-            f"k must be an int >= 1 and <= {limit} (the number of candidate neighbours; "
-            f"got {k!r})"
+            f"k must be an int >= 1 and <= {limit} (the number of candidate neighbours; got {k!r})"
         )
     if backend not in BACKENDS:
         from estimators.errors import unknown_name_error

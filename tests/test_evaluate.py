@@ -151,7 +151,7 @@ def test_report_schema_and_checked_bounds(mixture_ckpt, tmp_path):
         lo, hi = row["information_loss"]["ci"]
         assert lo <= row["information_loss"]["value"] <= hi
     kinds = {b["kind"] for b in rep["bounds"]}
-    assert kinds == {"deterministic", "probabilistic"}
+    assert kinds == {"deterministic", "probabilistic", "estimate"}
     for b in rep["bounds"]:
         assert b["checked_value"] is not None and isinstance(b["held"], bool)
     held = {b["name"]: b["held"] for b in rep["bounds"]}

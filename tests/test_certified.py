@@ -1,0 +1,265 @@
+"""Certified upper bounds on H_Ω(Y|Z), the auto estimate, concentration bounds, kNN backends."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import binom
+
+import estimators
+from estimators import (
+    ValidationError,
+    conditional_entropy,
+    conditional_entropy_upper_bound,
+    dpi_profile,
+    generalized_entropy,
+    knn_search,
+    upper_confidence_bound,
+)
+from estimators.certified import estimate_and_bound
+from estimators.heads import HEADS, mixed_scores, score_range
+
+FAST = ("prior", "logistic", "knn")
+
+
+def _finite_joint(n: int, gen: np.random.Generator):
+    """z takes 6 values (one-hot-ish 2-d codes); p(y|z) known, so H(Y|Z) is exact."""
+    pz = np.array([0.25, 0.2, 0.2, 0.15, 0.1, 0.1])
+    post = np.array(
+        [
+            [0.9, 0.05, 0.05],
+            [0.1, 0.8, 0.1],
+            [0.3, 0.3, 0.4],
+            [0.5, 0.5, 0.0],
+            [0.2, 0.1, 0.7],
+            [1 / 3, 1 / 3, 1 / 3],
+        ]
+    )
+    codes = gen.choice(6, size=n, p=pz)
+    u = gen.uniform(size=(n, 1))
+    y = np.minimum((np.cumsum(post[codes], 1) < u).sum(1), 2)
+    z = np.stack([codes % 3, codes // 3], 1).astype(float)
+    return z, y, pz, post
+
+
+def _truth(pz, post, omega):
+    return float(pz @ generalized_entropy(post, omega=omega))
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    n=st.integers(60, 400),
+    k=st.integers(2, 4),
+    omega=st.sampled_from(["shannon", "squared", "tsallis", "sparsemax", "zero_one"]),
+    seed=st.integers(0, 10_000),
+)
+def test_bound_is_at_least_the_heldout_mean_and_in_range(n, k, omega, seed):
+    gen = np.random.default_rng(seed)
+    y = np.arange(n) % k
+    z = gen.normal(size=(n, 3)) + y[:, None] * gen.uniform(0, 2)
+    ub = conditional_entropy_upper_bound(z, y, omega=omega, random_state=seed, heads=FAST)
+    hmax = estimators.max_entropy(k, omega=omega)
+    assert ub.value >= min(ub.heldout_mean, hmax) - 1e-12
+    assert 0.0 <= ub.value <= hmax + 1e-12
+    assert all(b >= m - 1e-12 for b, m in zip(ub.fold_bounds, ub.fold_means, strict=True))
+    assert sum(ub.m) == n and len(ub.heads) == 2
+    assert ub.kind == "certified_upper_bound" and ub.to_dict()["delta"] == ub.delta
+
+
+@pytest.mark.parametrize("concentration", ["betting", "bernstein"])
+def test_bound_decreases_as_delta_grows(concentration):
+    gen = np.random.default_rng(0)
+    z, y, *_ = _finite_joint(800, gen)
+    values = [
+        conditional_entropy_upper_bound(
+            z, y, delta=d, random_state=1, concentration=concentration, heads=FAST
+        ).value
+        for d in (0.001, 0.01, 0.05, 0.2, 0.5)
+    ]
+    assert all(a >= b - 1e-12 for a, b in zip(values, values[1:], strict=False))
+    assert values[0] > values[-1]
+
+
+@settings(max_examples=200)
+@given(st.lists(st.floats(0, 5, allow_nan=False), min_size=1, max_size=12))
+def test_dpi_profile_is_monotone_and_below_every_bound(bounds):
+    prof = dpi_profile(bounds)
+    assert len(prof) == len(bounds)
+    assert all(a <= b for a, b in zip(prof, prof[1:], strict=False))  # never decreases with depth
+    # never above the layer's own bound
+    assert all(p <= u for p, u in zip(prof, bounds, strict=True))
+    for i, p in enumerate(prof):  # and it is exactly the min over later layers
+        assert p == min(bounds[i:])
+
+
+@pytest.mark.parametrize("omega", ["shannon", "squared"])
+def test_bound_covers_the_truth_on_a_finite_joint(omega):
+    """Statistical test: misses ~ Binomial(R, <= delta). With R = 40 and delta = 0.2 the
+    test fails falsely with probability <= 1 - binom.cdf(17, 40, 0.2) < 0.001."""
+    delta, repeats = 0.2, 40
+    misses = 0
+    for r in range(repeats):
+        z, y, pz, post = _finite_joint(300, np.random.default_rng(1000 + r))
+        ub = conditional_entropy_upper_bound(z, y, omega=omega, delta=delta, random_state=r)
+        misses += ub.value < _truth(pz, post, omega)
+    limit = 17
+    assert 1 - binom.cdf(limit, repeats, delta) < 1e-3
+    assert misses <= limit
+
+
+def test_betting_and_bernstein_cover_bernoulli_means():
+    """Bernoulli(0.1) terms, m = 200, delta = 0.1: misses over 300 draws stay within the
+    binomial 0.999 quantile (false-failure rate < 0.001)."""
+    gen = np.random.default_rng(7)
+    for method in ("betting", "bernstein"):
+        misses = sum(
+            upper_confidence_bound(
+                (gen.uniform(size=200) < 0.1).astype(float),
+                bound=1.0,
+                delta=0.1,
+                method=method,
+                random_state=i,
+            )
+            < 0.1
+            for i in range(300)
+        )
+        assert misses <= binom.ppf(0.999, 300, 0.1)
+
+
+def test_betting_is_tighter_than_bernstein_on_skewed_terms():
+    x = np.random.default_rng(3).exponential(0.3, 5000).clip(0, 6.9)
+    bet = upper_confidence_bound(x, bound=6.9, delta=0.05, random_state=0)
+    ber = upper_confidence_bound(x, bound=6.9, delta=0.05, method="bernstein")
+    assert x.mean() < bet < ber
+
+
+def test_mixed_scores_are_bounded_and_proper():
+    gen = np.random.default_rng(0)
+    p = gen.dirichlet(np.ones(4) * 0.2, size=500)
+    y = gen.integers(0, 4, 500)
+    for omega in ("shannon", "squared", "tsallis", "zero_one"):
+        s = mixed_scores(p, y, omega=omega)
+        assert s.min() >= 0 and s.max() <= score_range(omega, 4)
+    # a vertex prediction on the wrong class: the shannon score is capped at log(K/eps)
+    s = mixed_scores(np.array([[1.0, 0, 0, 0]]), np.array([2]), omega="shannon", eps=1e-3)
+    np.testing.assert_allclose(s, np.log(4 / 1e-3), rtol=1e-12)
+
+
+def test_auto_is_the_default_and_names_its_assumption():
+    gen = np.random.default_rng(0)
+    y = gen.integers(0, 2, 1000)
+    z = gen.normal(size=(1000, 2)) + 1.5 * y[:, None]
+    est = conditional_entropy(z, y, random_state=0, n_bootstrap=50)
+    assert est.method == "auto" and "excess risk" in est.assumption
+    assert [h["name"] in HEADS for h in est.params["heads"]] == [True, True]
+
+
+def test_auto_on_independent_labels_is_not_below_the_label_entropy():
+    gen = np.random.default_rng(1)
+    n, d = 1000, 500  # d = n/2: pure noise features
+    z = gen.standard_t(3, size=(n, d))
+    y = gen.integers(0, 3, n)
+    truth = float(np.log(3))
+    est = conditional_entropy(z, y, random_state=0, n_bootstrap=0)
+    assert est.value >= truth - 0.05
+
+
+def test_estimate_and_bound_share_one_cross_fit():
+    gen = np.random.default_rng(2)
+    y = gen.integers(0, 3, 1500)
+    z = gen.normal(size=(1500, 4)) + y[:, None]
+    est, ub, terms = estimate_and_bound(z, y, random_state=4, heads=FAST)
+    np.testing.assert_allclose(terms.mean(), est.params.get("unclipped_value", est.value))
+    solo = conditional_entropy_upper_bound(z, y, random_state=4, heads=FAST)
+    assert [h["name"] for h in solo.heads] == [h["name"] for h in ub.heads]
+    np.testing.assert_allclose(solo.heldout_mean, ub.heldout_mean, rtol=1e-12)
+
+
+def test_plugin_refuses_continuous_features():
+    z = np.random.default_rng(0).normal(size=(100, 2))
+    with pytest.raises(ValidationError, match="quantize"):
+        conditional_entropy(z, np.arange(100) % 2, method="plugin")
+    # integer-valued float features are codes, not continuous features
+    codes = np.stack([np.arange(100) % 3, np.arange(100) % 2], 1).astype(float)
+    conditional_entropy(codes, np.arange(100) % 2, method="plugin", n_bootstrap=0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"delta": 0.0}, "delta must be a float in"),
+        ({"delta": 1.5}, "delta must be a float in"),
+        ({"n_folds": 1}, "n_folds must be an int >= 2"),
+        ({"heads": ("logistc",)}, "did you mean 'logistic'"),
+        ({"concentration": "hoeffding"}, "concentration must be one of"),
+        ({"omega": "shanon"}, "did you mean 'shannon'"),
+        ({"eps": 0.0}, "eps must be a float in"),
+    ],
+)
+def test_upper_bound_bad_options(kwargs, match):
+    z = np.random.default_rng(0).normal(size=(40, 2))
+    with pytest.raises(ValidationError, match=match):
+        conditional_entropy_upper_bound(z, np.arange(40) % 2, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda z, y: (np.where(np.arange(40)[:, None] == 3, np.nan, z), y), "finite"),
+        (lambda z, y: (np.where(np.arange(40)[:, None] == 3, np.inf, z), y), "finite"),
+        (lambda z, y: (z, y[:-1]), "one label per sample"),
+        (lambda z, y: (z[:3], y[:3]), ">= 2 per fold"),
+        (lambda z, y: (z, np.zeros_like(y)), "n_classes must be >= 2"),
+        (lambda z, y: (z, np.zeros_like(y) + (np.arange(40) == 0)), None),
+    ],
+)
+def test_upper_bound_bad_input(mutate, match):
+    z, y = mutate(np.random.default_rng(0).normal(size=(40, 2)), np.arange(40) % 2)
+    if match is None:  # a class with one sample is legal: nothing to refuse
+        conditional_entropy_upper_bound(z, y, random_state=0, heads=FAST)
+        return
+    with pytest.raises(ValidationError, match=match):
+        conditional_entropy_upper_bound(z, y)
+
+
+def test_single_class_with_declared_classes_is_refused():
+    z = np.random.default_rng(0).normal(size=(40, 2))
+    with pytest.raises(ValidationError, match="at least 2 distinct classes"):
+        conditional_entropy_upper_bound(z, np.zeros(40, dtype=int), n_classes=3)
+
+
+def test_knn_float32_search_returns_the_float64_neighbours():
+    gen = np.random.default_rng(0)
+    for d in (3, 32, 256):
+        x = gen.normal(size=(2000, d))
+        q = gen.normal(size=(300, d))
+        d64, i64 = knn_search(q, x, 7, dtype="float64")
+        d32, i32 = knn_search(q, x, 7)  # default: float32 search, float64 refinement
+        np.testing.assert_array_equal(i32, i64)
+        np.testing.assert_allclose(d32, d64, rtol=1e-12)
+        diff = x[i32] - q[:, None, :]
+        np.testing.assert_allclose(d32, np.einsum("ijk,ijk->ij", diff, diff), rtol=1e-12)
+
+
+def test_knn_faiss_backend_agrees_exactly():
+    pytest.importorskip("faiss", reason="faiss-cpu is an optional backend (the test extra)")
+    gen = np.random.default_rng(1)
+    x = gen.normal(size=(3000, 32))
+    for exclude in (False, True):
+        a = knn_search(x[:500], x if not exclude else x[:500], 5, exclude_self=exclude)
+        b = knn_search(
+            x[:500], x if not exclude else x[:500], 5, exclude_self=exclude, backend="faiss"
+        )
+        np.testing.assert_array_equal(a[1], b[1])
+        np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_import_estimators_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, estimators; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
