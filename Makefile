@@ -7,10 +7,10 @@ export HYPOTHESIS_PROFILE ?= ci
 
 .PHONY: install test lint typecheck pytest docs demo bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test,dev]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[test,dev]"
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -418,7 +418,8 @@ def validation_bound(
         k = int(round(risk * m))
         if method == "binomial":
             d_eff = delta / n_f
-            value = 1.0 if k >= m else float(stats.beta.ppf(1 - d_eff, k + 1, m - k))
+            # upper-tail form: beta.ppf(1 - d) rounds 1 - d to 1 once d < 1e-16
+            value = 1.0 if k >= m else float(stats.beta.isf(d_eff, k + 1, m - k))
             terms["n_errors"] = k
         else:
             value = kl_inverse(k / m, log_term / m)

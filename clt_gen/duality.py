@@ -104,6 +104,9 @@ def _check_same_shape(a_name: str, a: torch.Tensor, b_name: str, b: torch.Tensor
 
 
 def _sparsemax_forward(nu: torch.Tensor) -> torch.Tensor:
+    # shift invariance, made exact in finite precision: work on nu - max(nu), so the
+    # cumulative sums stay O(1) whatever the offset of the scores (float32 included)
+    nu = nu - nu.max(dim=-1, keepdim=True).values
     z, _ = torch.sort(nu, dim=-1, descending=True)
     k = torch.arange(1, nu.shape[-1] + 1, device=nu.device, dtype=nu.dtype)
     cumsum = z.cumsum(-1)
@@ -117,6 +120,7 @@ def _entmax_forward(nu: torch.Tensor, alpha: float, n_iter: int = 100) -> torch.
     if alpha == 2.0:
         return _sparsemax_forward(nu)
     work = nu.to(torch.float64)
+    work = work - work.max(dim=-1, keepdim=True).values  # float32 -> float64 is exact
     x = (alpha - 1.0) * work
     k = x.shape[-1]
     x_max = x.max(dim=-1, keepdim=True).values
@@ -163,8 +167,12 @@ class _ConjugateFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, nu: torch.Tensor, reg: Regularizer) -> torch.Tensor:
         with torch.no_grad():
-            p = reg._link_value(nu)
-            value = (p * nu).sum(-1) - reg._omega_value(p)
+            shift = nu.max(dim=-1).values if reg.simplex else torch.zeros_like(nu[..., 0])
+            centred = nu - shift.unsqueeze(-1) if reg.simplex else nu
+            p = reg._link_value(centred)
+            # Ω*(ν + c1) = Ω*(ν) + c on the simplex: the O(1) part is computed on centred
+            # scores and the offset added once
+            value = (p * centred).sum(-1) - reg._omega_value(p) + shift
         ctx.save_for_backward(p)
         return value
 
@@ -285,8 +293,23 @@ class Regularizer(ABC):
     @abstractmethod
     def _entropy_value(self, p: torch.Tensor) -> torch.Tensor: ...
 
+    def _centred(self, nu: torch.Tensor) -> torch.Tensor:
+        """Scores minus their (detached) maximum when ``dom Ω`` is the simplex.
+
+        Losses are shift invariant there; computing them on centred scores keeps every
+        term O(1), so float32 losses and gradients stay exact at any score offset.
+        """
+        if not self.simplex:
+            return nu
+        return nu - nu.detach().max(dim=-1, keepdim=True).values
+
     def _loss_value(self, mu: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
+        nu = self._centred(nu)
         return self._omega_value(mu) + self._conjugate_value(nu) - (mu * nu).sum(-1)
+
+    def _target_loss_value(self, t: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
+        nu = self._centred(nu)
+        return self.vertex_value() + self._conjugate_value(nu) - (t * nu).sum(-1)
 
     @abstractmethod
     def vertex_value(self) -> float:
@@ -337,9 +360,31 @@ class Regularizer(ABC):
                 f"y must hold integer labels in [0, {n.shape[-1] - 1}] "
                 f"(got values in [{int(yt.min())}, {int(yt.max())}])"
             )
+        n = self._centred(n)
         picked = n.gather(-1, yt.unsqueeze(-1)).squeeze(-1)
         value = self.vertex_value() + self._conjugate_value(n) - picked
         return _finish(torch.clamp(value, min=0.0), was_numpy)
+
+    def target_loss(self, t: ArrayLike, nu: ArrayLike) -> ArrayLike:
+        """``Σ_y t_y d_Ω(e_y, ν) = Ω(e_y) + Ω*(ν) − ⟨t, ν⟩`` for label distributions ``t``.
+
+        The training risk under soft (e.g. label-smoothed) targets: the expected loss of
+        a label drawn from ``t``. Differs from :meth:`loss` (``d_Ω(t, ν)``) by ``H_Ω(t)``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> reg = get_regularizer("sparsemax")
+        >>> t = np.array([0.9, 0.05, 0.05])
+        >>> nu = np.array([2.0, 0.0, -1.0])
+        >>> bool(np.isclose(reg.target_loss(t, nu), reg.loss(t, nu) + reg.entropy(t)))
+        True
+        """
+        (m, n), was_numpy = _as_tensors(t, nu)
+        _check_last_dim("t", m)
+        _check_last_dim("nu", n)
+        _check_same_shape("t", m, "nu", n)
+        return _finish(torch.clamp(self._target_loss_value(m, n), min=0.0), was_numpy)
 
     def entropy(self, p: ArrayLike) -> ArrayLike:
         """Generalized entropy ``H_Ω(p) = Σ_y p_y Ω(e_y) - Ω(p)`` (Bayes risk of ``p``)."""

@@ -26,7 +26,14 @@ import numpy as np
 
 from clt_gen.errors import ValidationError
 
-__all__ = ["kendall_tau", "granulated_kendall", "GranulatedKendall", "pgdl_score", "by_stratum"]
+__all__ = [
+    "kendall_tau",
+    "granulated_kendall",
+    "GranulatedKendall",
+    "pgdl_score",
+    "PGDL_CONVENTIONS",
+    "by_stratum",
+]
 
 
 def _vectors(measure: Any, gap: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -114,12 +121,29 @@ def _mutual_information(table: np.ndarray) -> float:
     return _entropy(table.sum(1)) + _entropy(table.sum(0)) - _entropy(table.ravel())
 
 
+PGDL_CONVENTIONS: tuple[str, ...] = ("pgdl", "clt_gen")
+
+
 def pgdl_score(
-    measure: Any, gap: Any, hyperparams: Mapping[str, Sequence[Any]], *, max_conditioning: int = 2
+    measure: Any,
+    gap: Any,
+    hyperparams: Mapping[str, Sequence[Any]],
+    *,
+    convention: str = "pgdl",
+    max_conditioning: int = 2,
 ) -> dict[str, Any]:
     """PGDL / Jiang et al. conditional mutual information score.
 
-    For ordered pairs ``i ≠ j``, ``V_g = sign(g_i − g_j)``, ``V_μ = sign(μ_i − μ_j)``. For
+    ``convention="pgdl"`` (default) follows the competition's scoring program, so the
+    value can be set next to published PGDL scores: all ordered pairs *including*
+    ``i = j``; ``V_g = 1[g_i > g_j]`` and ``V_μ = 1[μ_i > μ_j]`` (a tie counts as "−");
+    conditioning on every ordered pair of distinct hyperparameters ``(h1, h2)``, a cell per
+    joint value of ``(h1, h2)`` for both models; mutual information and the entropy of
+    ``V_g`` averaged uniformly over cells; the score is the minimum over pairs of their
+    ratio. With a single hyperparameter it conditions on that one.
+
+    ``convention="clt_gen"`` is this project's reading of the definition below. For
+    ordered pairs ``i ≠ j``, ``V_g = sign(g_i − g_j)``, ``V_μ = sign(μ_i − μ_j)``. For
     each set ``S`` of ``max_conditioning`` hyperparameters (at most all but one, so that
     something varies within a cell; the empty set when there is one hyperparameter),
     ``Î(V_μ; V_g | U_S) / Ĥ(V_g | U_S)`` with ``U_S`` the joint values of ``S`` for both
@@ -134,6 +158,12 @@ def pgdl_score(
     """
     m, g = _vectors(measure, gap)
     cols = _hp_columns(hyperparams, len(m))
+    if convention not in PGDL_CONVENTIONS:
+        from estimators.errors import unknown_name_error
+
+        raise unknown_name_error("convention", convention, PGDL_CONVENTIONS)
+    if convention == "pgdl":
+        return _pgdl_competition(m, g, cols)
     names = sorted(cols)
     # conditioning on every hyperparameter would pin both checkpoints down: leave one free
     size = min(max_conditioning, len(names) - 1)
@@ -155,7 +185,29 @@ def pgdl_score(
         h = sum(t.sum() / total * _entropy(t.sum(0)) for t in cells.values())
         per_set[",".join(subset)] = float(cmi / h) if h > 0 else 0.0
     arg = min(per_set, key=lambda k: per_set[k])
-    return {"value": per_set[arg], "per_set": per_set, "argmin": arg}
+    return {"value": per_set[arg], "per_set": per_set, "argmin": arg, "convention": "clt_gen"}
+
+
+def _pgdl_competition(m: np.ndarray, g: np.ndarray, cols: dict[str, list[str]]) -> dict[str, Any]:
+    """The competition scorer's conventions (see :func:`pgdl_score`)."""
+    names = sorted(cols)
+    n = len(m)
+    ii, jj = (a.ravel() for a in np.meshgrid(np.arange(n), np.arange(n), indexing="ij"))
+    vm = (m[ii] > m[jj]).astype(int)
+    vg = (g[ii] > g[jj]).astype(int)
+    pairs = list(itertools.permutations(names, 2)) if len(names) >= 2 else [tuple(names)]
+    per_set: dict[str, float] = {}
+    for subset in pairs:
+        cells: dict[tuple[str, ...], np.ndarray] = {}
+        for i, j, a, b in zip(ii, jj, vm, vg, strict=True):
+            key = tuple(cols[s][i] for s in subset) + tuple(cols[s][j] for s in subset)
+            cells.setdefault(key, np.zeros((2, 2)))[a, b] += 1
+        tables = list(cells.values())
+        cmi = float(np.mean([_mutual_information(t) for t in tables]))
+        h = float(np.mean([_entropy(t.sum(0)) for t in tables]))
+        per_set[",".join(subset)] = cmi / h if h > 0 else 0.0
+    arg = min(per_set, key=lambda k: per_set[k])
+    return {"value": per_set[arg], "per_set": per_set, "argmin": arg, "convention": "pgdl"}
 
 
 def by_stratum(measure: Any, gap: Any, strata: Sequence[Any]) -> dict[str, float]:

@@ -136,6 +136,48 @@ class _Recorder:
             h.remove()
 
 
+def _shared_parameter_ids(model: nn.Module) -> set[int]:
+    """Parameters owned by more than one module (tied weights)."""
+    owners: dict[int, int] = {}
+    for m in model.modules():
+        for p in m.parameters(recurse=False):
+            owners[id(p)] = owners.get(id(p), 0) + 1
+    return {i for i, c in owners.items() if c > 1}
+
+
+def _fast_ok(m: nn.Module, calls: int, shared: set[int]) -> bool:
+    """Whether the closed-form Gram of ``m`` is exact for this model.
+
+    It is when the module ran once, every one of its parameters is trainable (a partly
+    frozen layer would count the frozen ones) and owned by it alone (a tied weight gets
+    gradient from elsewhere too), and, for convolutions, when the unfolded-patch form
+    matches its padding (numeric zero padding, one group).
+    """
+    params = list(m.parameters(recurse=False))
+    if calls != 1 or not params or not all(p.requires_grad for p in params):
+        return False
+    if any(id(p) in shared for p in params):
+        return False
+    if isinstance(m, nn.Conv2d):
+        return m.groups == 1 and not isinstance(m.padding, str) and m.padding_mode == "zeros"
+    return True
+
+
+def _warn_general_path(model: nn.Module, fast_ids: set[int], slow_ids: set[int]) -> None:
+    """Name, once, each layer whose parameters take the (exact, slower) torch.func path."""
+    import warnings
+
+    for name, m in model.named_modules():
+        own = [p for p in m.parameters(recurse=False) if p.requires_grad]
+        if own and any(id(p) in slow_ids for p in own) and not _supported(m):
+            warnings.warn(
+                f"structure matrices: layer {name or '<root>'!r} ({type(m).__name__}) has no "
+                "closed form here; its parameters take the exact torch.func path (slower)",
+                UserWarning,
+                stacklevel=3,
+            )
+
+
 def _layer_gram(m: nn.Module, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Per-example Gram ``(n, J, J)`` of one Linear/Conv2d layer's parameter gradients.
 
@@ -209,10 +251,13 @@ def _norm_gram(m: nn.Module, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         xhat = nn.functional.layer_norm(a, m.normalized_shape, eps=m.eps)
         k = len(m.normalized_shape)
         reduce_dims = tuple(range(2, a.ndim + 1 - k))
-    gx = g * xhat.unsqueeze(1)
-    d_gamma = gx.sum(reduce_dims) if reduce_dims else gx
-    d_beta = g.sum(reduce_dims) if reduce_dims else g
-    full = torch.cat([d_gamma.reshape(n, J, -1), d_beta.reshape(n, J, -1)], 2)
+    parts = []
+    if getattr(m, "weight", None) is not None:
+        gx = g * xhat.unsqueeze(1)
+        parts.append((gx.sum(reduce_dims) if reduce_dims else gx).reshape(n, J, -1))
+    if getattr(m, "bias", None) is not None:  # LayerNorm(bias=False) has none
+        parts.append((g.sum(reduce_dims) if reduce_dims else g).reshape(n, J, -1))
+    full = torch.cat(parts, 2)
     return torch.bmm(full, full.transpose(1, 2))
 
 
@@ -262,15 +307,15 @@ def _grams(
                 F = functionals(out, extra)  # (n, J)
         finally:
             rec.remove()
+        shared = _shared_parameter_ids(model)
         fast = [
             m
             for m in rec.outputs
-            if rec.calls[m] == 1
-            and rec.outputs[m].requires_grad
-            and not (isinstance(m, nn.Conv2d) and m.groups != 1)
+            if rec.outputs[m].requires_grad and _fast_ok(m, rec.calls[m], shared)
         ]
         fast_ids = {id(p) for m in fast for p in m.parameters() if p.requires_grad}
         slow_names = [n for n, p in named if id(p) not in fast_ids]
+        _warn_general_path(model, fast_ids, {id(p) for n, p in named if n in slow_names})
         n, J = F.shape
         gram = torch.zeros(n, J, J, dtype=F.dtype, device=F.device)
         if fast:

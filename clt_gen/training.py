@@ -143,7 +143,7 @@ class Callback:
         pass
 
 
-class TrainingDivergedError(ValidationError):
+class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint was kept."""
 
 
@@ -180,7 +180,7 @@ def objective(reg: Any, scores: torch.Tensor, y: torch.Tensor, eps: float) -> to
     if reg.name == "shannon":
         return nn.functional.cross_entropy(scores, y, label_smoothing=eps, reduction="none")
     t = smoothed_targets(y, scores.shape[-1], eps, scores.dtype)
-    return reg.vertex_value() + reg._conjugate_value(scores) - (t * scores).sum(-1)
+    return reg.target_loss(t, scores)
 
 
 @torch.no_grad()
@@ -345,6 +345,7 @@ def train(
                 leave=False,
             )
             running, t_epoch = 0.0, time.perf_counter()
+            last_finite: float | None = None
             for b in bar:
                 idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
                 xb, yb = xp[idx], yp[idx]
@@ -359,10 +360,12 @@ def train(
                         out, model, {**meta_base, "status": "diverged", "diverged_at_step": step}
                     )
                     raise TrainingDivergedError(
-                        f"loss became {float(loss)} at step {step} (epoch {epoch + 1}); the last "
+                        f"loss became {float(loss.detach())} at step {step} (epoch {epoch + 1}); "
+                        f"the last finite loss was {last_finite} at step {step - 1}. The last "
                         f"good weights (end of the previous epoch) are saved in {out}. Lower lr "
                         f"(got {cfg.lr}) or add weight_decay"
                     )
+                last_finite = float(loss.detach())
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)

@@ -139,20 +139,44 @@ def _standardizer(z: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     return lambda x: (x - mu) / sd
 
 
+def _feature_map(z: np.ndarray, features: str) -> Callable[[np.ndarray], np.ndarray]:
+    """``standard``: centre and scale each feature; ``quantile``: map each feature through
+    its empirical CDF to a standard normal (undoes any monotone warp of a coordinate,
+    e.g. heavy tails or saturations), then standardize."""
+    if features == "standard":
+        return _standardizer(z)
+    if features == "none":
+        return lambda x: x
+    from sklearn.preprocessing import QuantileTransformer
+
+    qt = QuantileTransformer(
+        n_quantiles=min(1000, len(z)), output_distribution="normal", subsample=len(z) + 1
+    ).fit(z)
+    std = _standardizer(qt.transform(z))
+    return lambda x: std(qt.transform(x))
+
+
 def _fit_prior(z: np.ndarray, y: np.ndarray, k: int, **_: Any) -> Predictor:
     logp = np.log((np.bincount(y, minlength=k) + 0.5) / (len(y) + 0.5 * k))
     return lambda x: np.broadcast_to(logp, (len(x), k)).copy()
 
 
 def _fit_logistic(
-    z: np.ndarray, y: np.ndarray, k: int, *, C: float, random_state: int, **_: Any
+    z: np.ndarray,
+    y: np.ndarray,
+    k: int,
+    *,
+    C: float,
+    random_state: int,
+    features: str = "standard",
+    **_: Any,
 ) -> Predictor:
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
-    std = _standardizer(z)
+    std = _feature_map(z, features)
     present = np.unique(y)
     if len(present) < 2:
         return _fit_prior(z, y, k)
@@ -170,8 +194,21 @@ def _fit_logistic(
     return predict
 
 
-def _fit_gaussian(z: np.ndarray, y: np.ndarray, k: int, *, covariance: str, **_: Any) -> Predictor:
+def _fit_gaussian(
+    z: np.ndarray,
+    y: np.ndarray,
+    k: int,
+    *,
+    covariance: str,
+    features: str = "standard",
+    **_: Any,
+) -> Predictor:
     from sklearn.covariance import ledoit_wolf
+
+    fmap = _feature_map(z, features) if features == "quantile" else None
+    if fmap is not None:
+        inner = _fit_gaussian(fmap(z), y, k, covariance=covariance)
+        return lambda x: inner(fmap(x))
 
     d = z.shape[1]
     counts = np.bincount(y, minlength=k)
@@ -230,20 +267,22 @@ def _fit_mlp(
     k: int,
     *,
     random_state: int,
+    features: str = "standard",
     hidden: int = 128,
-    epochs: int = 60,
-    weight_decay: float = 1e-4,
-    lr: float = 3e-3,
-    batch_size: int = 256,
+    epochs: int = 100,
+    weight_decay: float = 1e-2,
+    lr: float = 1e-3,
+    batch_size: int = 128,
     z_val: np.ndarray | None = None,
     y_val: np.ndarray | None = None,
-    patience: int = 6,
+    patience: int = 10,
+    activation: str = "relu",
     record: dict[str, Any] | None = None,
     **_: Any,
 ) -> Predictor:
     """One-hidden-layer ReLU network, Adam, cross-entropy; early stopping on ``z_val``."""
     gen = np.random.default_rng(random_state)
-    std = _standardizer(z)
+    std = _feature_map(z, features)
     x = std(z)
     n, d = x.shape
     params = [
@@ -257,7 +296,8 @@ def _fit_mlp(
     onehot = np.eye(k)[y]
 
     def forward(p: list[np.ndarray], a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        h = np.maximum(a @ p[0] + p[1], 0.0)
+        pre = a @ p[0] + p[1]
+        h = np.tanh(pre) if activation == "tanh" else np.maximum(pre, 0.0)
         return h, _log_normalize(h @ p[2] + p[3])
 
     best = (np.inf, [q.copy() for q in params], 0)
@@ -269,7 +309,7 @@ def _fit_mlp(
             b = order[start : start + batch_size]
             h, logq = forward(params, x[b])
             g_out = (np.exp(logq) - onehot[b]) / len(b)
-            g_h = (g_out @ params[2].T) * (h > 0)
+            g_h = (g_out @ params[2].T) * ((1.0 - h * h) if activation == "tanh" else (h > 0))
             grads = [x[b].T @ g_h, g_h.sum(0), h.T @ g_out, g_out.sum(0)]
             grads[0] += weight_decay * params[0]
             grads[2] += weight_decay * params[2]
@@ -314,12 +354,16 @@ def _candidates(
         if name not in HEADS:
             raise unknown_name_error("heads", name, HEADS)
         if name == "logistic":
-            out += [("logistic", {"C": c}) for c in (0.01, 0.1, 1.0, 10.0)]
+            out += [("logistic", {"C": c, "features": "standard"}) for c in (0.1, 1.0)]
+            out += [("logistic", {"C": 1.0, "features": "quantile"})]
         elif name == "gaussian":
-            if n_features <= 2048:
-                out += [("gaussian", {"covariance": "shared"})]
+            for feats in ("standard", "quantile"):
+                if n_features <= 2048:
+                    out += [("gaussian", {"covariance": "shared", "features": feats})]
                 if n_features <= 256:
-                    out += [("gaussian", {"covariance": "per_class"})]
+                    out += [("gaussian", {"covariance": "per_class", "features": feats})]
+        elif name == "mlp":
+            out += [("mlp", {"features": "standard"})]
         elif name == "knn":
             out += [("knn", {"n_neighbors": k}) for k in (10, 30, 100) if k <= n_fit // 2]
         else:
@@ -397,11 +441,18 @@ def select_head(
     seed = int(gen.integers(2**31 - 1))
     scores: dict[str, float] = {}
     best: tuple[float, str, dict[str, Any], float] | None = None
+    mapped: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # feature maps fitted once
     for name, hp in _candidates(heads, len(tr), z.shape[1]):
         record: dict[str, Any] = {}
-        extra = {"z_val": z[va], "y_val": y[va], "record": record} if name == "mlp" else {}
-        pred = HEADS[name](z[tr], y[tr], n_classes, random_state=seed, **hp, **extra)
-        logp = pred(z[va])
+        feats = hp.get("features", "standard")
+        if feats not in mapped:
+            fmap = _feature_map(z[tr], feats)
+            mapped[feats] = (fmap(z[tr]), fmap(z[va]))
+        z_tr, z_va = mapped[feats]
+        extra = {"z_val": z_va, "y_val": y[va], "record": record} if name == "mlp" else {}
+        fit_hp = {**hp, "features": "none"} if "features" in hp else hp
+        pred = HEADS[name](z_tr, y[tr], n_classes, random_state=seed, **fit_hp, **extra)
+        logp = pred(z_va)
         if calibrate and name != "prior":
             temp, val = _temperature(logp, y[va], sel_omega, alpha, eps)
         else:

@@ -53,18 +53,25 @@ def test_invariance_to_monotone_transforms(f):
     assert granulated_kendall(f(m), gap, hp).value == pytest.approx(
         granulated_kendall(m, gap, hp).value
     )
-    assert pgdl_score(f(m), gap, hp)["value"] == pytest.approx(pgdl_score(m, gap, hp)["value"])
+    for conv in ("clt_gen", "pgdl"):
+        assert pgdl_score(f(m), gap, hp, convention=conv)["value"] == pytest.approx(
+            pgdl_score(m, gap, hp, convention=conv)["value"]
+        )
 
 
 def test_perfect_and_reversed_predictors():
     hp, gap = _grid()
     assert granulated_kendall(gap, gap, hp).value == pytest.approx(1.0)
     assert granulated_kendall(-gap, gap, hp).value == pytest.approx(-1.0)
-    assert pgdl_score(gap, gap, hp)["value"] == pytest.approx(1.0)
+    assert pgdl_score(gap, gap, hp, convention="clt_gen")["value"] == pytest.approx(1.0)
     # reversing the order carries the same information
-    assert pgdl_score(-gap, gap, hp)["value"] == pytest.approx(1.0)
-    const = pgdl_score(np.zeros(9), gap, hp)["value"]
+    assert pgdl_score(-gap, gap, hp, convention="clt_gen")["value"] == pytest.approx(1.0)
+    const = pgdl_score(np.zeros(9), gap, hp, convention="clt_gen")["value"]
     assert const == pytest.approx(0.0)
+    # the competition's conventions condition on two hyperparameters: with only two, every
+    # cell holds one pair and nothing is left to predict
+    assert pgdl_score(gap, gap, hp)["value"] == 0.0
+    assert pgdl_score(gap, gap, hp)["convention"] == "pgdl"
 
 
 def test_granulated_groups_vary_one_hyperparameter():

@@ -275,8 +275,11 @@ def test_two_phase_freezes_all_but_last_layer(tmp_path):
 
 
 def test_divergence_keeps_last_good_checkpoint(tmp_path):
-    with pytest.raises(TrainingDivergedError, match="last good weights"):
+    with pytest.raises(TrainingDivergedError, match="last good weights") as info:
         train(_cfg(lr=1e30, omega="squared", epochs=3, schedule="constant"), tmp_path / "nan")
+    assert "at step" in str(info.value) and "last finite loss" in str(info.value)
+    # a training failure, not a bad argument
+    assert not isinstance(info.value, ValidationError)
     ck = load_checkpoint(tmp_path / "nan")
     assert ck.meta["status"] == "diverged"
     assert all(torch.isfinite(p).all() for p in ck.model.parameters())
