@@ -297,20 +297,20 @@ PRESETS = {
     },
     "main": {
         "mixture": [
-            ((10_000,), ("auto",), range(10)),
-            ((10_000,), ("gaussian", "knn", "probe", "ksg", "quantized"), range(5)),
+            ((10_000,), ("auto",), range(3)),
+            ((10_000,), ("gaussian", "knn", "probe", "ksg"), range(2)),
         ],
         "warped": [
-            ((10_000,), ("auto",), range(10)),
-            ((10_000,), ("gaussian", "knn", "probe", "ksg"), range(5)),
+            ((10_000,), ("auto",), range(3)),
+            ((10_000,), ("gaussian", "knn", "probe", "ksg"), range(2)),
         ],
         "teacher": [
-            ((2000, 10_000), ("auto",), range(10)),
-            ((10_000,), ("gaussian", "knn", "probe", "ksg"), range(5)),
-            ((50_000,), ("auto",), range(2)),
+            ((10_000,), ("auto",), range(10)),
+            ((2000,), ("auto",), range(3)),
+            ((10_000,), ("gaussian", "knn", "probe", "ksg"), range(2)),
         ],
         "independent": [
-            ((1000, 2000), ("auto", "gaussian", "knn", "probe"), range(5)),
+            ((1000, 2000), ("auto", "gaussian"), range(3)),
         ],
     },
 }

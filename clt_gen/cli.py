@@ -85,7 +85,14 @@ def _add_evaluate(sub: Any) -> None:
     p.add_argument("--reduce", choices=["project", "avgpool", "flatten"], default="project")
     p.add_argument("--max-features", type=int, default=128)
     p.add_argument("--n-bootstrap", type=int, default=200)
-    p.add_argument("--max-train-samples", type=int, default=20_000)
+    p.add_argument("--max-train-samples", type=int, default=5_000)
+    p.add_argument(
+        "--heads",
+        nargs="+",
+        default=None,
+        help="head families of the auto estimates and certified bounds "
+        "(prior scores logistic gaussian knn mlp)",
+    )
     p.add_argument(
         "--trainability",
         action="store_true",
@@ -143,6 +150,7 @@ def evaluate_config_from_args(args: argparse.Namespace) -> Any:
         max_features=args.max_features,
         n_bootstrap=args.n_bootstrap,
         max_train_samples=args.max_train_samples,
+        heads=tuple(args.heads) if args.heads else EvaluateConfig.heads,
         trainability=args.trainability,
         cache_dir=args.cache_dir,
         arch_spec=args.arch_spec,

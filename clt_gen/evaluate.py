@@ -52,7 +52,7 @@ from estimators import (
 
 __all__ = ["EvaluateConfig", "evaluate", "SCHEMA_VERSION", "load_report"]
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 ENTROPY_OMEGAS = {
     "shannon": "shannon",
     "squared": "squared",
@@ -87,6 +87,10 @@ class EvaluateConfig:
         the layers comparable for the data-processing inequality).
     max_train_samples : int
         Training features used for ``H_train`` (a seeded subset when larger).
+    heads : tuple of str
+        Head families of the ``auto`` estimates and of the certified bounds
+        (:mod:`estimators.heads`); the default leaves out the MLP for speed (network
+        features are usually well served by linear and Gaussian heads).
     """
 
     checkpoint: str
@@ -100,7 +104,8 @@ class EvaluateConfig:
     reduce: str = "project"
     max_features: int = 128
     n_bootstrap: int = 200
-    max_train_samples: int = 20_000
+    max_train_samples: int = 5_000
+    heads: tuple[str, ...] = ("prior", "scores", "logistic", "gaussian", "knn")
     cells: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128)
     trainability: bool = False
     trainability_samples: int = 256
@@ -203,6 +208,30 @@ def _estimate_row(est: Any) -> dict[str, Any]:
     }
 
 
+def _tightest_later(values: list[float]) -> list[int]:
+    """For each layer, the index of the smallest value among it and the later layers."""
+    out, best = [0] * len(values), len(values) - 1
+    for i in range(len(values) - 1, -1, -1):
+        if values[i] <= values[best]:
+            best = i
+        out[i] = best
+    return out
+
+
+def _profile_rows(ests: list[Any], names: list[str], tighten: bool) -> list[dict[str, Any]]:
+    """Estimate rows; with ``tighten``, layer ``l`` reports the best head among layers
+    ``l' >= l`` (a head on ``Z_l'`` composed with the network's layers is a head on
+    ``Z_l``), so the reported profile never decreases with depth."""
+    idx = _tightest_later([e.value for e in ests]) if tighten else list(range(len(ests)))
+    rows = []
+    for i, j in enumerate(idx):
+        row = _estimate_row(ests[j])
+        if tighten:
+            row.update(raw=ests[i].value, raw_ci=list(ests[i].ci or []), from_layer=names[j])
+        rows.append(row)
+    return rows
+
+
 def layer_entropies(
     layers: list[str],
     feats: dict[str, dict[str, Any]],
@@ -216,73 +245,92 @@ def layer_entropies(
     delta: float,
     n_bootstrap: int,
     random_state: int,
+    heads: tuple[str, ...] | None = None,
 ) -> list[dict[str, Any]]:
     """Per layer: ``H_Ω(Y|Z)`` estimates (train, held-out), the certified upper bound on
-    held-out features at ``delta / L`` with its data-processing profile, and the paired
+    held-out features at ``delta / L`` with its data-processing profile, and the
     information loss from the previous layer.
 
-    With ``method="auto"`` one cross-fit per layer gives the held-out estimate, the
-    certificate and the per-sample terms; the information loss is the paired mean of the
-    term differences (same samples, same folds).
+    With ``method="auto"`` one cross-fit per layer and split gives the estimate, the
+    certificate and per-sample terms on shared samples and folds. The reported estimates
+    are data-processing-consistent: layer ``l`` takes the best held-out head among layers
+    ``l' >= l`` (the raw per-layer value is kept as ``raw``); information losses are paired
+    differences of those terms. Other methods report raw estimates, flagged
+    ``order_violation``/``dpi_violation`` where they break the order beyond their intervals.
     """
     from estimators.certified import estimate_and_bound
 
     kw: dict[str, Any] = {"omega": omega, "n_classes": n_classes, "random_state": random_state}
     if omega == "tsallis":
         kw["alpha"] = alpha
-    n_layers = len(layers)
-    rows: list[dict[str, Any]] = []
-    prev_terms: np.ndarray | None = None
-    prev: str | None = None
+    head_kw: dict[str, Any] = {"heads": tuple(heads)} if heads else {}
+    auto = method == "auto"
+    fits: dict[str, list[Any]] = {"train": [], "heldout": [], "bound": [], "terms": []}
     for name in layers:
         z_tr, z_ho = np.asarray(feats["train"][name]), np.asarray(feats["certify"][name])
-        h_tr = conditional_entropy(z_tr, y_train, method=method, n_bootstrap=n_bootstrap, **kw)
         est, ub, terms = estimate_and_bound(
-            z_ho, y_heldout, delta=delta / n_layers, n_bootstrap=n_bootstrap, **kw
+            z_ho, y_heldout, delta=delta / len(layers), n_bootstrap=n_bootstrap, **kw, **head_kw
         )
-        if method != "auto":
+        if auto:
+            h_tr = estimate_and_bound(z_tr, y_train, n_bootstrap=n_bootstrap, **kw, **head_kw)[0]
+        else:
+            h_tr = conditional_entropy(z_tr, y_train, method=method, n_bootstrap=n_bootstrap, **kw)
             est = conditional_entropy(z_ho, y_heldout, method=method, n_bootstrap=n_bootstrap, **kw)
+        for key, value in zip(fits, (h_tr, est, ub, terms), strict=True):
+            fits[key].append(value)
+    train_rows = _profile_rows(fits["train"], layers, auto)
+    held_rows = _profile_rows(fits["heldout"], layers, auto)
+    chosen = _tightest_later([e.value for e in fits["heldout"]]) if auto else None
+    profile = dpi_profile([u.value for u in fits["bound"]])
+    rows: list[dict[str, Any]] = []
+    for i, name in enumerate(layers):
+        h_tr, est = fits["train"][i], fits["heldout"][i]
         row: dict[str, Any] = {
             "name": name,
-            "n_features": int(z_ho.shape[1]),
-            "H_train": _estimate_row(h_tr),
-            "H_heldout": _estimate_row(est),
-            "H_upper": {**ub.to_dict(), "delta_total": delta},
+            "n_features": int(np.asarray(feats["certify"][name]).shape[1]),
+            "H_train": train_rows[i],
+            "H_heldout": held_rows[i],
+            "H_upper": {**fits["bound"][i].to_dict(), "delta_total": delta, "profile": profile[i]},
             "information_loss": None,
             "flags": sorted(set(h_tr.flags) | set(est.flags)),
         }
-        if prev is not None:
-            if method == "auto" and prev_terms is not None:
-                loss = paired_difference(terms, prev_terms, n_bootstrap=n_bootstrap, **kw)
+        if i > 0:
+            if chosen is not None:
+                a, b = fits["terms"][chosen[i]], fits["terms"][chosen[i - 1]]
+                loss = paired_difference(a, b, n_bootstrap=n_bootstrap, **kw)
             else:
                 loss = information_loss(
-                    np.asarray(feats["certify"][prev]), z_ho, y_heldout, method=method,
-                    n_bootstrap=n_bootstrap, **kw,
+                    np.asarray(feats["certify"][layers[i - 1]]),
+                    np.asarray(feats["certify"][name]),
+                    y_heldout,
+                    method=method,
+                    n_bootstrap=n_bootstrap,
+                    **kw,
                 )
-            row["information_loss"] = {"value": loss.value, "ci": list(loss.ci or []), "from": prev}
+            row["information_loss"] = {
+                "value": loss.value, "ci": list(loss.ci or []), "from": layers[i - 1]
+            }
             if "dpi_violation" in loss.flags:
                 row["flags"].append("dpi_violation")
         rows.append(row)
-        prev, prev_terms = name, terms
-    profile = dpi_profile([r["H_upper"]["value"] for r in rows])
-    for row, u in zip(rows, profile, strict=True):
-        row["H_upper"]["profile"] = u
-    _order_flags(rows)
+    _order_flags(rows, key="raw_ci" if auto else "ci")
     return rows
 
 
-def _order_flags(rows: list[dict[str, Any]]) -> None:
-    """``order_violation``: a later layer's held-out interval lies wholly below an earlier
-    layer's, which the true quantity cannot do (data processing)."""
+def _order_flags(rows: list[dict[str, Any]], key: str = "ci") -> None:
+    """A later layer's held-out interval wholly below an earlier layer's, which the true
+    quantity cannot do (data processing): ``order_violation`` for reported estimates,
+    ``raw_order_violation`` for the raw per-layer values behind a tightened profile
+    (a diagnostic of the heads' excess risk, not of the reported numbers)."""
+    flag = "order_violation" if key == "ci" else "raw_order_violation"
     for i, row in enumerate(rows):
-        ci = row["H_heldout"]["ci"]
+        ci = row["H_heldout"].get(key)
         if not ci:
             continue
         for later in rows[i + 1 :]:
-            lci = later["H_heldout"]["ci"]
-            if lci and lci[1] < ci[0]:
-                if "order_violation" not in later["flags"]:
-                    later["flags"].append("order_violation")
+            lci = later["H_heldout"].get(key)
+            if lci and lci[1] < ci[0] and flag not in later["flags"]:
+                later["flags"].append(flag)
 
 
 def evaluate(config: EvaluateConfig) -> dict[str, Any]:
@@ -394,6 +442,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
         delta=cfg.delta,
         n_bootstrap=cfg.n_bootstrap,
         random_state=cfg.random_state,
+        heads=cfg.heads,
     )
     t = lap("entropies", t)
 
@@ -402,12 +451,14 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     all_scores = np.concatenate([scores["train"], scores["certify"], scores["check"]])
     loss_max = float(max(np.max(terms[s]["losses"]) for s in terms))
     cap = shannon_loss_cap(all_scores) if omega == "shannon" else None
+    # max_l H(Y|Z_l) is attained at the last layer (data processing): taking the max of
+    # noisy, upward-biased estimates over layers would only add bias, so use the last one
+    last = layer_rows[-1]
     layer_h = {
-        r["name"]: (
-            r["H_heldout"]["value"],
-            r["H_heldout"]["ci"][0] if r["H_heldout"]["ci"] else r["H_heldout"]["value"],
+        last["name"]: (
+            last["H_heldout"]["value"],
+            last["H_heldout"]["ci"][0] if last["H_heldout"]["ci"] else last["H_heldout"]["value"],
         )
-        for r in layer_rows
     }
     for b in deterministic_range(
         train_risk=risks["train"],

@@ -8,9 +8,9 @@ By default the search runs in float32 (half the memory traffic of float64) for a
 more candidates than asked, then the returned neighbours' distances are recomputed
 exactly in float64 and re-sorted: the distances handed back are float64-exact, and the
 neighbour set is the float64 one unless float32 rounding moves a point across more than
-``refine`` ranks. ``backend="faiss"`` uses faiss-cpu's ``IndexFlatL2`` for the float32
-candidate search (when installed) with the same float64 refinement, so both backends
-return the same neighbours.
+``refine`` ranks. With faiss-cpu installed (the ``faiss`` extra), CPU float32 searches
+use its ``IndexFlatL2`` for the candidates, with the same float64 refinement, so both
+backends return the same neighbours.
 
 torch is imported only when a search runs, so ``import estimators`` stays light.
 
@@ -32,7 +32,7 @@ import numpy as np
 __all__ = ["knn_search", "count_within", "default_device", "BACKENDS"]
 
 _BLOCK_BYTES = 256 * 2**20  # distance block budget
-BACKENDS: tuple[str, ...] = ("torch", "faiss")
+BACKENDS: tuple[str, ...] = ("auto", "torch", "faiss")
 
 
 def default_device() -> Any:
@@ -152,7 +152,7 @@ def knn_search(
     device: Any = None,
     dtype: Any = "float32",
     refine: int = 8,
-    backend: str = "torch",
+    backend: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest rows of ``data`` for each row of ``queries``.
 
@@ -173,8 +173,11 @@ def knn_search(
         Precision of the candidate search. Returned distances are always float64-exact.
     refine : int
         Extra float32 candidates re-ranked in float64 (ignored for float64 search).
-    backend : {"torch", "faiss"}
+    backend : {"auto", "torch", "faiss"}
         Candidate search: blocked matrix products in torch, or faiss ``IndexFlatL2``.
+        ``auto``: faiss for float32 searches on the CPU when faiss-cpu is installed (the
+        ``faiss`` extra), torch otherwise (and always on a GPU). Both return the same
+        neighbours after the float64 refinement.
 
     Returns
     -------
@@ -198,6 +201,16 @@ def knn_search(
     tdtype = _torch_dtype(dtype)
     import torch
 
+    if backend == "auto":
+        backend = "torch"
+        on_cpu = device is None and not torch.cuda.is_available() or str(device) == "cpu"
+        if tdtype == torch.float32 and on_cpu and not isinstance(queries, torch.Tensor):
+            try:
+                import faiss  # noqa: F401
+
+                backend = "faiss"
+            except ImportError:
+                pass
     extra = 0 if tdtype == torch.float64 and backend == "torch" else refine
     kc = min(limit, int(k) + extra)
     if backend == "faiss":
