@@ -308,6 +308,7 @@ PRESETS = {
             ((10_000,), ("auto",), range(10)),
             ((2000,), ("auto",), range(3)),
             ((10_000,), ("gaussian", "knn", "probe", "ksg"), range(2)),
+            ((50_000,), ("auto",), range(1)),
         ],
         "independent": [
             ((1000, 2000), ("auto", "gaussian"), range(3)),
