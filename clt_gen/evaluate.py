@@ -43,6 +43,7 @@ from clt_gen.errors import DataError, ValidationError
 from clt_gen.features import INPUT_LAYER, default_layers, extract_features
 from clt_gen.training import objective, resolve_device
 from estimators import (
+    DEFAULT_HEADS,
     DEFAULT_METHOD,
     conditional_entropy,
     dpi_profile,
@@ -89,8 +90,7 @@ class EvaluateConfig:
         Training features used for ``H_train`` (a seeded subset when larger).
     heads : tuple of str
         Head families of the ``auto`` estimates and of the certified bounds
-        (:mod:`estimators.heads`); the default leaves out the MLP for speed (network
-        features are usually well served by linear and Gaussian heads).
+        (:mod:`estimators.heads`; all of them by default).
     """
 
     checkpoint: str
@@ -105,7 +105,7 @@ class EvaluateConfig:
     max_features: int = 128
     n_bootstrap: int = 200
     max_train_samples: int = 5_000
-    heads: tuple[str, ...] = ("prior", "scores", "logistic", "gaussian", "knn")
+    heads: tuple[str, ...] = DEFAULT_HEADS
     cells: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128)
     trainability: bool = False
     trainability_samples: int = 256

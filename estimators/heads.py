@@ -215,7 +215,10 @@ def _fit_logistic(
         return loss, grad.ravel()
 
     res = minimize(
-        loss_grad, np.zeros(d1 * kp), jac=True, method="L-BFGS-B",
+        loss_grad,
+        np.zeros(d1 * kp),
+        jac=True,
+        method="L-BFGS-B",
         options={"maxiter": max_iter, "gtol": 1e-5},
     )
     w_hat = res.x.reshape(d1, kp)
@@ -577,6 +580,38 @@ def cross_fit(
     With ``learning_curve=True`` the chosen head is also refitted on a random half of the
     fitting folds and scored on the same held-out fold (``CrossFit.half_scores``).
     """
+    from threadpoolctl import threadpool_limits
+
+    # the heads' matrices are small: one BLAS thread is as fast, and avoids threads of
+    # BLAS and torch spinning against each other on few cores (2x slower in evaluate)
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _cross_fit(
+            z,
+            y,
+            n_classes=n_classes,
+            omega=omega,
+            alpha=alpha,
+            eps=eps,
+            n_folds=n_folds,
+            heads=heads,
+            learning_curve=learning_curve,
+            random_state=random_state,
+        )
+
+
+def _cross_fit(
+    z: np.ndarray,
+    y: np.ndarray,
+    *,
+    n_classes: int,
+    omega: str,
+    alpha: float,
+    eps: float,
+    n_folds: int,
+    heads: Sequence[str],
+    learning_curve: bool,
+    random_state: Any,
+) -> CrossFit:
     from estimators.entropies import generalized_entropy
 
     gen = np.random.default_rng(random_state)
