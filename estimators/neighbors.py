@@ -32,6 +32,7 @@ import numpy as np
 __all__ = ["knn_search", "count_within", "default_device", "BACKENDS"]
 
 _BLOCK_BYTES = 256 * 2**20  # distance block budget
+_REFINE_BYTES = 16 * 2**20  # gathered-candidates block: small enough to stay in cache
 BACKENDS: tuple[str, ...] = ("auto", "torch", "faiss")
 
 
@@ -134,7 +135,7 @@ def _refine(
     q = np.asarray(queries, dtype=np.float64)
     x = np.asarray(data, dtype=np.float64)
     d2 = np.empty(cand.shape)
-    step = max(1, _BLOCK_BYTES // max(1, cand.shape[1] * x.shape[1] * 8))
+    step = max(1, _REFINE_BYTES // max(1, cand.shape[1] * x.shape[1] * 8))
     for s in range(0, len(q), step):
         diff = x[cand[s : s + step]] - q[s : s + step, None, :]
         d2[s : s + step] = np.einsum("ijk,ijk->ij", diff, diff)
@@ -151,7 +152,7 @@ def knn_search(
     block_size: int | None = None,
     device: Any = None,
     dtype: Any = "float32",
-    refine: int = 8,
+    refine: int = 4,
     backend: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest rows of ``data`` for each row of ``queries``.
@@ -213,10 +214,17 @@ def knn_search(
                 pass
     extra = 0 if tdtype == torch.float64 and backend == "torch" else refine
     kc = min(limit, int(k) + extra)
+    q_s, x_s = queries, data
+    if extra and not isinstance(queries, torch.Tensor):
+        # distances are translation invariant: centring keeps float32's |q|² + |x|² − 2q·x
+        # from cancelling catastrophically on features far from the origin
+        centre = np.asarray(data, dtype=np.float64).mean(0)
+        q_s = np.asarray(queries, dtype=np.float64) - centre
+        x_s = np.asarray(data, dtype=np.float64) - centre
     if backend == "faiss":
-        cand = _faiss_candidates(queries, data, kc, exclude_self)
+        cand = _faiss_candidates(q_s, x_s, kc, exclude_self)
     else:
-        cand = _torch_candidates(queries, data, kc, exclude_self, block_size, device, tdtype)
+        cand = _torch_candidates(q_s, x_s, kc, exclude_self, block_size, device, tdtype)
     q = queries.cpu().numpy() if isinstance(queries, torch.Tensor) else queries
     x = data.cpu().numpy() if isinstance(data, torch.Tensor) else data
     return _refine(q, x, cand, int(k))

@@ -243,6 +243,16 @@ def test_knn_float32_search_returns_the_float64_neighbours():
         np.testing.assert_allclose(d32, np.einsum("ijk,ijk->ij", diff, diff), rtol=1e-12)
 
 
+def test_knn_float32_search_is_exact_far_from_the_origin():
+    gen = np.random.default_rng(5)
+    x = gen.normal(size=(3000, 16)) + 1e4  # float32 alone would cancel catastrophically
+    d64, i64 = knn_search(x[:400], x, 5, dtype="float64")
+    for backend in ("torch", "auto"):
+        d32, i32 = knn_search(x[:400], x, 5, backend=backend)
+        np.testing.assert_array_equal(i32, i64)
+        np.testing.assert_allclose(d32, d64, rtol=1e-9)
+
+
 def test_knn_faiss_backend_agrees_exactly():
     pytest.importorskip("faiss", reason="faiss-cpu is an optional backend (the test extra)")
     gen = np.random.default_rng(1)
