@@ -87,10 +87,12 @@ def conv_zoo() -> dict[str, tuple[nn.Module, tuple[int, ...]]]:
     zoo["conv2d-groups"] = (Head(nn.Conv2d(4, 6, 3, groups=2), 6 * 3 * 3), (4, 5, 5))
     zoo["conv2d-depthwise"] = (Head(nn.Conv2d(3, 3, 3, groups=3), 3 * 3 * 3), (3, 5, 5))
     zoo["conv2d-nobias"] = (Head(nn.Conv2d(2, 3, 3, bias=False), 3 * 3 * 3), (2, 5, 5))
-    zoo["conv3d-reflect"] = (
-        Head(nn.Conv3d(1, 2, 3, padding=1, padding_mode="reflect"), 2 * 4 * 4 * 4),
-        (1, 4, 4, 4),
-    )
+    for mode in ("zeros", "reflect", "replicate", "circular"):
+        zoo[f"conv3d-{mode}"] = (
+            Head(nn.Conv3d(1, 2, 3, padding=1, padding_mode=mode), 2 * 4 * 4 * 4),
+            (1, 4, 4, 4),
+        )
+    zoo["conv1d-same"] = (Head(nn.Conv1d(2, 3, 3, padding="same"), 3 * 6), (2, 6))
     zoo["conv3d-same"] = (Head(nn.Conv3d(1, 2, 3, padding="same"), 2 * 4 * 4 * 4), (1, 4, 4, 4))
     zoo["convtranspose2d"] = (Head(nn.ConvTranspose2d(2, 2, 3, stride=2), 2 * 9 * 9), (2, 4, 4))
     return zoo
