@@ -37,9 +37,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from clt_gen.callbacks import Callback
 from clt_gen.duality import Regularizer, get_regularizer
 from clt_gen.errors import ValidationError
-from clt_gen.training import Callback
 
 __all__ = [
     "structure_matrices",

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from clt_gen.callbacks import Callback, TrainState
 from clt_gen.checkpoints import save_checkpoint
 from clt_gen.data import DataConfig, Splits, augment_batch, load_dataset, make_splits
 from clt_gen.duality import get_regularizer
@@ -117,30 +118,6 @@ class TrainConfig:
         return get_regularizer(
             self.omega, **({"alpha": self.alpha} if self.omega == "tsallis" else {})
         )
-
-
-@dataclass
-class TrainState:
-    """What callbacks see after each optimisation step."""
-
-    model: nn.Module
-    step: int
-    epoch: int
-    loss: float
-    x: torch.Tensor
-    y: torch.Tensor
-    config: TrainConfig
-    log: Any  # callable(dict) appending to metrics.jsonl
-
-
-class Callback:
-    """Override ``on_step`` and/or ``on_epoch_end``; both receive a :class:`TrainState`."""
-
-    def on_step(self, state: TrainState) -> None:  # noqa: B027 - optional hook
-        pass
-
-    def on_epoch_end(self, state: TrainState) -> None:  # noqa: B027 - optional hook
-        pass
 
 
 class TrainingDivergedError(RuntimeError):

@@ -119,3 +119,19 @@ def rng(random_state: Any) -> np.random.Generator:
     raise ValidationError(
         f"random_state must be None, an int or a numpy Generator (got {random_state!r})"
     )
+
+
+def check_folds(n_folds: Any, y: np.ndarray, n_classes: int) -> int:
+    """``n_folds`` must leave at least 2 samples per fold and 2 classes to fit on."""
+    n_folds = check_int("n_folds", n_folds, low=2, hint="use n_folds=2 (the default)")
+    if len(y) < 2 * n_folds or len(y) // n_folds < 2:
+        raise ValidationError(
+            f"n_samples must be >= 2 per fold (got n_samples={len(y)} for n_folds={n_folds}); "
+            "use fewer folds or more samples"
+        )
+    if len(np.unique(y)) < 2:
+        raise ValidationError(
+            f"y must contain at least 2 distinct classes to fit a head (got only class "
+            f"{int(y[0])}); H_Ω(Y|Z) of a constant label is 0"
+        )
+    return n_folds

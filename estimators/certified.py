@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from estimators._validation import check_features, check_float, check_int, check_labels, rng
+from estimators._validation import check_features, check_float, check_folds, check_labels, rng
 from estimators.concentration import CONCENTRATIONS, upper_confidence_bound
 from estimators.entropies import check_omega, max_entropy, units
 from estimators.errors import ValidationError, unknown_name_error
@@ -124,22 +124,6 @@ class UpperBound:
             "params": dict(self.params),
             "units": self.units,
         }
-
-
-def check_folds(n_folds: Any, y: np.ndarray, n_classes: int) -> int:
-    """``n_folds`` must leave at least 2 samples per fold and 2 classes to fit on."""
-    n_folds = check_int("n_folds", n_folds, low=2, hint="use n_folds=2 (the default)")
-    if len(y) < 2 * n_folds or len(y) // n_folds < 2:
-        raise ValidationError(
-            f"n_samples must be >= 2 per fold (got n_samples={len(y)} for n_folds={n_folds}); "
-            "use fewer folds or more samples"
-        )
-    if len(np.unique(y)) < 2:
-        raise ValidationError(
-            f"y must contain at least 2 distinct classes to fit a head (got only class "
-            f"{int(y[0])}); H_Ω(Y|Z) of a constant label is 0"
-        )
-    return n_folds
 
 
 def _check_heads(heads: Sequence[str]) -> tuple[str, ...]:

@@ -395,7 +395,7 @@ def auto(
     for the ``1/n`` regime), the plain held-out score is kept and flagged
     ``upper_estimate``.
     """
-    from estimators.certified import check_folds
+    from estimators._validation import check_folds
     from estimators.heads import DEFAULT_HEADS, cross_fit, debiased_terms
 
     n_folds = check_folds(n_folds, y, n_classes)

@@ -20,6 +20,7 @@ LAYER = {
     "data": 2,
     "models": 2,
     "checkpoints": 3,
+    "callbacks": 3,
     "training": 4,
     "features": 4,
     "trainability": 4,
@@ -71,6 +72,39 @@ def test_clt_gen_layers_are_one_way():
                 f"clt_gen.{mod} (layer {LAYER[mod]}) imports clt_gen.{target} "
                 f"(layer {LAYER[target]}): a back-edge"
             )
+
+
+def _graph(package: str) -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for path in (ROOT / package).rglob("*.py"):
+        mod = _module_name(path, package)
+        deps = graph.setdefault(mod, set())
+        for imp in _imports(path):  # module-level and function-level imports alike
+            if imp.startswith(package + "."):
+                dep = imp.split(".")[1]
+                if dep != mod:
+                    deps.add(dep)
+    return graph
+
+
+@pytest.mark.parametrize("package", ["clt_gen", "estimators"])
+def test_no_import_cycle(package):
+    graph = _graph(package)
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == 1:
+                cycle = path[path.index(dep) :] + [dep] if dep in path else [node, dep]
+                raise AssertionError(f"import cycle in {package}: {' -> '.join(cycle)}")
+            if dep not in state:
+                visit(dep, path + [dep])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
 
 
 def test_bounds_and_estimators_take_no_models():
