@@ -39,7 +39,7 @@ from clt_gen.bounds import (
 from clt_gen.checkpoints import atomic_write_text, load_checkpoint
 from clt_gen.data import DataConfig, Splits, load_dataset, make_splits
 from clt_gen.duality import get_regularizer
-from clt_gen.errors import DataError, ValidationError
+from clt_gen.errors import DataError, ValidationError, unknown_name_error
 from clt_gen.features import INPUT_LAYER, default_layers, extract_features
 from clt_gen.training import objective, resolve_device
 from estimators import (
@@ -121,6 +121,18 @@ class EvaluateConfig:
             raise ValidationError(f"delta must be in (0, 1) (got {self.delta})")
         if self.max_features < 1:
             raise ValidationError(f"max_features must be >= 1 (got {self.max_features})")
+        # names are checked here, before any checkpoint is loaded or feature extracted
+        from estimators import HEADS, METHODS
+
+        if self.method not in METHODS:
+            raise unknown_name_error("method", self.method, METHODS)
+        if self.omega is not None and self.omega not in ENTROPY_OMEGAS:
+            raise unknown_name_error("omega", self.omega, ENTROPY_OMEGAS)
+        for head in self.heads:
+            if head not in HEADS:
+                raise unknown_name_error("heads", head, HEADS)
+        if not self.heads:
+            raise ValidationError("heads must name at least one head family (e.g. 'logistic')")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -67,7 +67,7 @@ def list_layers(model: nn.Module, input_shape: tuple[int, ...] | list[int]) -> l
 
         return hook
 
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]
     try:
         for n, m in named:
             handles.append(m.register_forward_hook(hook_for(n)))
@@ -80,7 +80,8 @@ def list_layers(model: nn.Module, input_shape: tuple[int, ...] | list[int]) -> l
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
+        for m_, t_ in modes:
+            m_.training = t_
     return [
         LayerInfo(
             n,
@@ -146,7 +147,7 @@ def hooked(model: nn.Module, layers: list[str]) -> Iterator[dict[str, torch.Tens
 
         return hook
 
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]
     grad_mode = torch.is_grad_enabled()
     try:
         for name in layers:
@@ -158,7 +159,8 @@ def hooked(model: nn.Module, layers: list[str]) -> Iterator[dict[str, torch.Tens
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
+        for m_, t_ in modes:
+            m_.training = t_
         torch.set_grad_enabled(grad_mode)
 
 

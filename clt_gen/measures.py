@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from clt_gen._modes import eval_mode
 from clt_gen.errors import ValidationError
 
 __all__ = [
@@ -93,8 +94,8 @@ def spectral_sum(model: nn.Module) -> float:
 @torch.no_grad()
 def margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor, q: float = 0.1) -> float:
     """The ``q``-quantile of the output margin ``f_y(x) − max_{j≠y} f_j(x)``."""
-    model.eval()
-    out = model(x)
+    with eval_mode(model):
+        out = model(x)
     true = out.gather(1, y.view(-1, 1)).squeeze(1)
     others = out.clone()
     others.scatter_(1, y.view(-1, 1), float("-inf"))
@@ -115,7 +116,18 @@ def pacbayes_flatness(
     training-error increase stays below ``target_increase`` (bisection; Jiang et al. eq. 53).
     """
     gen = torch.Generator().manual_seed(random_state)
-    model.eval()
+    with eval_mode(model):
+        return _flatness(model, x, y, gen, target_increase, n_draws)
+
+
+def _flatness(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    gen: torch.Generator,
+    target_increase: float,
+    n_draws: int,
+) -> float:
     base = float((model(x).argmax(1) != y).float().mean())
     params = [p for p in model.parameters()]
     saved = [p.detach().clone() for p in params]

@@ -27,16 +27,16 @@ torch.Size([4, 2, 2])
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from clt_gen._modes import eval_mode
 from clt_gen.callbacks import Callback
 from clt_gen.duality import Regularizer, get_regularizer
 from clt_gen.errors import ValidationError
@@ -58,14 +58,7 @@ __all__ = [
 _CHUNK_BYTES = 256 * 2**20
 
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    was = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was)
+_eval_mode = eval_mode
 
 
 def _params(model: nn.Module) -> list[tuple[str, nn.Parameter]]:

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from clt_gen._modes import eval_mode
 from clt_gen.callbacks import Callback, TrainState
 from clt_gen.checkpoints import save_checkpoint
 from clt_gen.data import DataConfig, Splits, augment_batch, load_dataset, make_splits
@@ -171,15 +172,13 @@ def evaluate_split(
     batch_size: int = 1024,
 ) -> dict[str, float]:
     """Mean objective and accuracy of ``model`` (eval mode) on a split."""
-    was_training = model.training
-    model.eval()
     total_loss, correct = 0.0, 0
-    for i in range(0, len(y), batch_size):
-        xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
-        out = model(xb)
-        total_loss += float(objective(reg, out, yb, eps).sum())
-        correct += int((out.argmax(1) == yb).sum())
-    model.train(was_training)
+    with eval_mode(model):
+        for i in range(0, len(y), batch_size):
+            xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
+            out = model(xb)
+            total_loss += float(objective(reg, out, yb, eps).sum())
+            correct += int((out.argmax(1) == yb).sum())
     n = max(1, len(y))
     return {"loss": total_loss / n, "accuracy": correct / n}
 

@@ -15,6 +15,7 @@ LAYER = {
     "_version": 0,
     "errors": 0,
     "_io": 0,
+    "_modes": 0,
     "duality": 1,
     "testing": 2,
     "data": 2,

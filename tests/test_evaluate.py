@@ -11,6 +11,7 @@ import torch
 import clt_gen.evaluate as evaluate_mod
 from clt_gen.checkpoints import load_checkpoint
 from clt_gen.cli import main
+from clt_gen.duality import get_regularizer
 from clt_gen.errors import DataError, ValidationError
 from clt_gen.evaluate import EvaluateConfig, evaluate
 from clt_gen.features import extract_features, hooked, list_layers
@@ -343,3 +344,29 @@ def test_cli_evaluates_bare_model_files(tmp_path, capsys):
         == 0
     )
     assert "body.1" in capsys.readouterr().out
+
+
+def test_config_names_are_checked_before_any_work(tmp_path):
+    with pytest.raises(ValidationError, match="did you mean 'knn'"):
+        EvaluateConfig(checkpoint=str(tmp_path / "missing"), out=str(tmp_path), method="knnn")
+    with pytest.raises(ValidationError, match="did you mean 'shannon'"):
+        EvaluateConfig(checkpoint=str(tmp_path / "missing"), out=str(tmp_path), omega="shanon")
+    with pytest.raises(ValidationError, match="did you mean 'logistic'"):
+        EvaluateConfig(checkpoint="x", out=str(tmp_path), heads=("logistc",))
+
+
+def test_measures_and_evaluation_restore_each_module_mode():
+    from clt_gen.measures import margin, pacbayes_flatness
+    from clt_gen.training import evaluate_split
+
+    net = torch.nn.Sequential(
+        torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(), torch.nn.Linear(8, 3)
+    )
+    net.train()
+    net[1].eval()  # a frozen BatchNorm inside a training model
+    x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+    before = [m.training for m in net.modules()]
+    margin(net, x, y)
+    pacbayes_flatness(net, x, y, n_draws=1)
+    evaluate_split(net, x, y, get_regularizer("shannon"), 0.0, torch.device("cpu"))
+    assert [m.training for m in net.modules()] == before
