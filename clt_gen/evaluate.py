@@ -244,6 +244,39 @@ def _profile_rows(ests: list[Any], names: list[str], tighten: bool) -> list[dict
     return rows
 
 
+def _fit_layers(
+    layers: list[str],
+    feats: dict[str, dict[str, Any]],
+    y_train: np.ndarray,
+    y_heldout: np.ndarray,
+    *,
+    method: str,
+    delta: float,
+    n_bootstrap: int,
+    heads: tuple[str, ...] | None,
+    kw: dict[str, Any],
+) -> dict[str, list[Any]]:
+    """Per layer: train estimate, held-out estimate, certified bound (at delta / L) and the
+    held-out per-sample terms, each list in layer order."""
+    from estimators.certified import estimate_and_bound
+
+    head_kw: dict[str, Any] = {"heads": tuple(heads)} if heads else {}
+    fits: dict[str, list[Any]] = {"train": [], "heldout": [], "bound": [], "terms": []}
+    for name in layers:
+        z_tr, z_ho = np.asarray(feats["train"][name]), np.asarray(feats["certify"][name])
+        est, ub, terms = estimate_and_bound(
+            z_ho, y_heldout, delta=delta / len(layers), n_bootstrap=n_bootstrap, **kw, **head_kw
+        )
+        if method == "auto":
+            h_tr = estimate_and_bound(z_tr, y_train, n_bootstrap=n_bootstrap, **kw, **head_kw)[0]
+        else:
+            h_tr = conditional_entropy(z_tr, y_train, method=method, n_bootstrap=n_bootstrap, **kw)
+            est = conditional_entropy(z_ho, y_heldout, method=method, n_bootstrap=n_bootstrap, **kw)
+        for key, value in zip(fits, (h_tr, est, ub, terms), strict=True):
+            fits[key].append(value)
+    return fits
+
+
 def layer_entropies(
     layers: list[str],
     feats: dict[str, dict[str, Any]],
@@ -270,26 +303,21 @@ def layer_entropies(
     differences of those terms. Other methods report raw estimates, flagged
     ``order_violation``/``dpi_violation`` where they break the order beyond their intervals.
     """
-    from estimators.certified import estimate_and_bound
-
     kw: dict[str, Any] = {"omega": omega, "n_classes": n_classes, "random_state": random_state}
     if omega == "tsallis":
         kw["alpha"] = alpha
-    head_kw: dict[str, Any] = {"heads": tuple(heads)} if heads else {}
     auto = method == "auto"
-    fits: dict[str, list[Any]] = {"train": [], "heldout": [], "bound": [], "terms": []}
-    for name in layers:
-        z_tr, z_ho = np.asarray(feats["train"][name]), np.asarray(feats["certify"][name])
-        est, ub, terms = estimate_and_bound(
-            z_ho, y_heldout, delta=delta / len(layers), n_bootstrap=n_bootstrap, **kw, **head_kw
-        )
-        if auto:
-            h_tr = estimate_and_bound(z_tr, y_train, n_bootstrap=n_bootstrap, **kw, **head_kw)[0]
-        else:
-            h_tr = conditional_entropy(z_tr, y_train, method=method, n_bootstrap=n_bootstrap, **kw)
-            est = conditional_entropy(z_ho, y_heldout, method=method, n_bootstrap=n_bootstrap, **kw)
-        for key, value in zip(fits, (h_tr, est, ub, terms), strict=True):
-            fits[key].append(value)
+    fits = _fit_layers(
+        layers,
+        feats,
+        y_train,
+        y_heldout,
+        method=method,
+        delta=delta,
+        n_bootstrap=n_bootstrap,
+        heads=heads,
+        kw=kw,
+    )
     train_rows = _profile_rows(fits["train"], layers, auto)
     held_rows = _profile_rows(fits["heldout"], layers, auto)
     chosen = _tightest_later([e.value for e in fits["heldout"]]) if auto else None
@@ -320,7 +348,9 @@ def layer_entropies(
                     **kw,
                 )
             row["information_loss"] = {
-                "value": loss.value, "ci": list(loss.ci or []), "from": layers[i - 1]
+                "value": loss.value,
+                "ci": list(loss.ci or []),
+                "from": layers[i - 1],
             }
             if "dpi_violation" in loss.flags:
                 row["flags"].append("dpi_violation")

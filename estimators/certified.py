@@ -43,7 +43,6 @@ from estimators.heads import (
     HEADS,
     CrossFit,
     cross_fit,
-    debiased_terms,
     score_range,
 )
 
@@ -213,6 +212,48 @@ def conditional_entropy_upper_bound(
     >>> round(ub.value, 4)   # capped at H(uniform) = log 3: nothing to certify here
     1.0986
     """
+    fit, k, eps, delta, gen = _checked_cross_fit(
+        z,
+        y,
+        omega=omega,
+        alpha=alpha,
+        n_classes=n_classes,
+        eps=eps,
+        delta=delta,
+        concentration=concentration,
+        heads=heads,
+        n_folds=n_folds,
+        learning_curve=False,
+        random_state=random_state,
+    )
+    return _bound_from_crossfit(
+        fit,
+        omega=omega,
+        alpha=alpha,
+        eps=eps,
+        delta=delta,
+        n_classes=k,
+        concentration=concentration,
+        gen=gen,
+    )
+
+
+def _checked_cross_fit(
+    z: Any,
+    y: Any,
+    *,
+    omega: str,
+    alpha: float,
+    n_classes: int | None,
+    eps: float,
+    delta: float,
+    concentration: str,
+    heads: Sequence[str],
+    n_folds: int,
+    learning_curve: bool,
+    random_state: Any,
+) -> tuple[CrossFit, int, float, float, np.random.Generator]:
+    """Validate every argument, then cross-fit: ``(fit, n_classes, eps, delta, generator)``."""
     delta = check_float("delta", delta, low=0.0, high=1.0)
     if concentration not in CONCENTRATIONS:
         raise unknown_name_error("concentration", concentration, CONCENTRATIONS)
@@ -229,18 +270,10 @@ def conditional_entropy_upper_bound(
         eps=eps,
         n_folds=n_folds,
         heads=heads,
+        learning_curve=learning_curve,
         random_state=gen,
     )
-    return _bound_from_crossfit(
-        fit,
-        omega=omega,
-        alpha=alpha,
-        eps=eps,
-        delta=delta,
-        n_classes=k,
-        concentration=concentration,
-        gen=gen,
-    )
+    return fit, k, eps, delta, gen
 
 
 def _bound_from_crossfit(
@@ -352,36 +385,25 @@ def estimate_and_bound(
     True
     """
     from estimators.core import _common_checks, _finish
-    from estimators.methods import Statistic
+    from estimators.methods import auto_statistic
 
-    delta = check_float("delta", delta, low=0.0, high=1.0)
-    if concentration not in CONCENTRATIONS:
-        raise unknown_name_error("concentration", concentration, CONCENTRATIONS)
     confidence, n_bootstrap = _common_checks(confidence, n_bootstrap)
-    heads = _check_heads(heads)
-    arr, labels, k, eps = prepare(z, y, omega=omega, alpha=alpha, n_classes=n_classes, eps=eps)
-    n_folds = check_folds(2, labels, k)
-    gen = rng(random_state)
-    fit = cross_fit(
-        arr,
-        labels,
-        n_classes=k,
+    fit, k, eps, delta, gen = _checked_cross_fit(
+        z,
+        y,
         omega=omega,
         alpha=alpha,
+        n_classes=n_classes,
         eps=eps,
-        n_folds=n_folds,
+        delta=delta,
+        concentration=concentration,
         heads=heads,
+        n_folds=2,
         learning_curve=True,
-        random_state=gen,
+        random_state=random_state,
     )
-    terms, applied = debiased_terms(fit)
-    chosen = [{"name": h.name, **h.params} for h in fit.heads]
-    stat = Statistic(
-        terms=terms,
-        params={"heads": chosen, "n_folds": n_folds, "debias": applied, "eps": eps},
-        flags=() if applied else ("upper_estimate",),
-    )
-    est = _finish(stat, len(labels), k, omega, "auto", alpha, gen, confidence, n_bootstrap)
+    stat = auto_statistic(fit, eps=eps)
+    est = _finish(stat, len(fit.scores), k, omega, "auto", alpha, gen, confidence, n_bootstrap)
     bound = _bound_from_crossfit(
         fit,
         omega=omega,
@@ -392,4 +414,6 @@ def estimate_and_bound(
         concentration=concentration,
         gen=gen,
     )
+    assert stat.terms is not None
+    terms = stat.terms
     return est, bound, terms

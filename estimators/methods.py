@@ -21,7 +21,7 @@ from estimators.entropies import generalized_entropy, scoring_rule
 from estimators.errors import ValidationError
 from estimators.neighbors import count_within, knn_search
 
-__all__ = ["Statistic", "METHODS", "ASSUMPTIONS", "two_folds"]
+__all__ = ["Statistic", "METHODS", "ASSUMPTIONS", "auto_statistic", "two_folds"]
 
 
 @dataclass(frozen=True)
@@ -396,7 +396,7 @@ def auto(
     ``upper_estimate``.
     """
     from estimators._validation import check_folds
-    from estimators.heads import DEFAULT_HEADS, cross_fit, debiased_terms
+    from estimators.heads import DEFAULT_HEADS, cross_fit
 
     n_folds = check_folds(n_folds, y, n_classes)
     eps = check_float("eps", eps, low=0.0, high=1.0)
@@ -412,11 +412,19 @@ def auto(
         learning_curve=debias,
         random_state=rng,
     )
+    return auto_statistic(fit, eps=eps)
+
+
+def auto_statistic(fit: Any, *, eps: float) -> Statistic:
+    """The ``auto`` terms of a :class:`~estimators.heads.CrossFit`: debiased when the
+    learning curve applies, otherwise the plain held-out scores flagged ``upper_estimate``."""
+    from estimators.heads import debiased_terms
+
     terms, applied = debiased_terms(fit)
     chosen = [{"name": h.name, **h.params} for h in fit.heads]
     return Statistic(
         terms=terms,
-        params={"heads": chosen, "n_folds": n_folds, "debias": applied, "eps": eps},
+        params={"heads": chosen, "n_folds": len(fit.heads), "debias": applied, "eps": eps},
         flags=() if applied else ("upper_estimate",),
     )
 
