@@ -18,9 +18,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+import torch
 from torch import nn
 
-__all__ = ["eval_mode"]
+from clt_gen.errors import ValidationError
+
+__all__ = ["eval_mode", "resolve_device"]
 
 
 @contextlib.contextmanager
@@ -33,3 +36,15 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, training in modes:
             m.training = training
+
+
+def resolve_device(device: str | None = "auto") -> torch.device:
+    """``auto``: CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValidationError(
+            "device='cuda' was requested but no CUDA device is available; "
+            "use device='auto' or 'cpu'"
+        )
+    return torch.device(device)

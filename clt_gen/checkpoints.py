@@ -24,7 +24,6 @@ True
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pathlib
@@ -36,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from clt_gen._io import atomic_write_text, file_sha256
 from clt_gen._version import __version__
 from clt_gen.errors import CheckpointError, ValidationError
 from clt_gen.models import build_model
@@ -64,35 +64,6 @@ class Checkpoint:
     path: pathlib.Path
     sha256: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write a text file atomically (temporary file in the same directory, then rename)."""
-    p = pathlib.Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; use the usual permissions
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, meta: dict[str, Any]) -> str:

@@ -73,11 +73,38 @@ def _run_compare(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate(sub: Any) -> None:
-    p = sub.add_parser("evaluate", help="evaluate a checkpoint: entropies, floor, checked bounds")
-    p.add_argument("checkpoint", help="checkpoint directory")
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a trained classifier: entropies, floor, checked bounds",
+        description="Evaluate a checkpoint on the data it records, or any model (--model) on "
+        "any data (--data). See docs/your-model.md.",
+    )
+    p.add_argument("checkpoint", nargs="?", default=None, help="checkpoint directory or model file")
     p.add_argument("--out", required=True, help="output directory for report.{json,html}")
-    p.add_argument("--data", default=None, help="dataset (default: the checkpoint's)")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument(
+        "--model",
+        default=None,
+        help="torchvision:NAME, timm:NAME or PKG.MODULE:FACTORY (imports and runs that module)",
+    )
+    p.add_argument("--weights", default=None, help="weights for --model (.safetensors or .pt)")
+    p.add_argument(
+        "--model-kwargs", default=None, type=_json_or_file, help="JSON keyword arguments"
+    )
+    p.add_argument(
+        "--output",
+        default=None,
+        help="key (or integer index) of the class scores when the model returns a dict/tuple",
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        help="built-in name, imagefolder:DIR, torchvision:NAME or npz:FILE "
+        "(default: the checkpoint's dataset)",
+    )
+    p.add_argument("--data-dir", default=None, help="root of torchvision:NAME / built-in data")
+    p.add_argument("--train-data", default=None, help="training data when --data is held-out only")
+    p.add_argument("--transform", choices=["none", "normalize", "imagenet"], default="none")
+    p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--layers", nargs="+", default=None, help="layer names (see `clt-gen layers`)")
     p.add_argument("--omega", default=None, help="regularizer (default: the training loss)")
     p.add_argument("--method", default=None, help="entropy estimator (default: gaussian)")
@@ -157,21 +184,83 @@ def evaluate_config_from_args(args: argparse.Namespace) -> Any:
         trust_pickle=args.trust_pickle,
         device=args.device,
         random_state=args.seed,
+        batch_size=args.batch_size,
         progress=not args.no_progress,
     )
 
 
+def _output_arg(text: str | None) -> str | int | None:
+    return int(text) if text is not None and text.lstrip("-").isdigit() else text
+
+
 def _run_evaluate(args: argparse.Namespace) -> int:
     from clt_gen.evaluate import evaluate
-    from clt_gen.report import summary_table
 
-    report = evaluate(evaluate_config_from_args(args))
-    print(summary_table(report))
+    cfg = evaluate_config_from_args(args)
+    byom = args.model is not None or (args.data is not None and ":" in args.data)
+    if not byom:
+        if args.checkpoint is None:
+            raise ValidationError(
+                "evaluate needs a CHECKPOINT, or --model SPEC with --data SPEC "
+                "(see `clt-gen evaluate --help`)"
+            )
+        report = evaluate(cfg, output=_output_arg(args.output))
+    else:
+        report = _evaluate_byom(args, cfg)
+    print(report.table())
     print(
-        f"wrote {args.out}/report.json and {args.out}/report.html "
-        f"({report['timings']['total']:.1f}s)"
+        f"wrote {args.out}/report.json and {args.out}/report.html ({report.timings['total']:.1f}s)"
     )
     return 0
+
+
+def _evaluate_byom(args: argparse.Namespace, cfg: Any) -> Any:
+    import dataclasses
+
+    from clt_gen.evaluate import evaluate
+    from clt_gen.loading import data_from_spec, model_from_spec
+
+    if args.model is not None and args.checkpoint is not None:
+        raise ValidationError("pass either a CHECKPOINT or --model, not both")
+    if args.data is None:
+        raise ValidationError("--model needs --data (imagefolder:DIR, torchvision:NAME, npz:FILE)")
+    if args.model is not None:
+        model: Any = model_from_spec(args.model, kwargs=args.model_kwargs, weights=args.weights)
+    elif args.weights is not None:
+        raise ValidationError("--weights goes with --model (a checkpoint carries its weights)")
+    else:
+        model = args.checkpoint
+    train, test, name = data_from_spec(
+        args.data, data_dir=args.data_dir, transform=args.transform, train_data=args.train_data
+    )
+    options = {
+        f.name: getattr(cfg, f.name)
+        for f in dataclasses.fields(cfg)
+        if f.name
+        not in (
+            "checkpoint",
+            "data",
+            "data_dir",
+            "layers",
+            "omega",
+            "delta",
+            "random_state",
+            "device",
+        )
+    }
+    return evaluate(
+        model,
+        train,
+        test,
+        layers=cfg.layers,
+        output=_output_arg(args.output),
+        omega=cfg.omega,
+        delta=cfg.delta,
+        random_state=cfg.random_state,
+        device=cfg.device,
+        data_name=name,
+        **options,
+    )
 
 
 def _add_demo(sub: Any) -> None:
@@ -183,12 +272,11 @@ def _add_demo(sub: Any) -> None:
 
 def _run_demo(args: argparse.Namespace) -> int:
     from clt_gen.demo import run_demo
-    from clt_gen.report import summary_table
 
     report = run_demo(args.out, progress=not args.no_progress)
-    print(summary_table(report))
+    print(report.table())
     print()
-    for line in report["summary"]:
+    for line in report.summary_lines:
         print("- " + line)
     print(f"\nwrote {args.out}/report.json and {args.out}/report.html")
     return 0

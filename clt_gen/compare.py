@@ -18,7 +18,7 @@ from typing import Any
 
 from clt_gen.checkpoints import atomic_write_text
 from clt_gen.errors import ValidationError
-from clt_gen.evaluate import load_report
+from clt_gen.report import Report, load_report
 
 __all__ = ["report_row", "compare_reports", "format_table", "COLUMNS", "CLT_TERMS"]
 
@@ -49,31 +49,27 @@ COLUMNS = [
 ]
 
 
-def report_row(report: dict[str, Any], name: str) -> dict[str, Any]:
-    """The comparison columns of one report."""
-    r, layers, bounds = report["risks"], report["layers"], report["bounds"]
-    losses = [row["information_loss"]["value"] for row in layers if row["information_loss"]]
-    err_bounds = [
-        b["value"]
-        for b in bounds
-        if b["quantity"] == "error" and b["name"].startswith("validation")  # not cell heads
-    ]
-    held = [b["held"] for b in bounds if b["held"] is not None]
+def report_row(report: Report, name: str) -> dict[str, Any]:
+    """The comparison columns of one report (typed fields only)."""
+    r, layers = report.risks, report.layers
+    losses = [row.information_loss.value for row in layers if row.information_loss]
+    best = report.best_error_certificate()
+    held = [b.held for b in report.bounds if b.held is not None]
     return {
         "run": name,
-        "train_risk": r["train"],
-        "check_risk": r["check"],
-        "gap": r["gap"],
-        "error_gap": r["error_gap"],
-        "floor": report["floor"]["value"],
-        "fitting_error": report["floor"]["fitting_error"],
-        "H_logits_train": layers[-1]["H_train"]["value"],
-        "H_logits_heldout": layers[-1]["H_heldout"]["value"],
+        "train_risk": r.train,
+        "check_risk": r.check,
+        "gap": r.gap,
+        "error_gap": r.error_gap,
+        "floor": report.floor.value,
+        "fitting_error": report.floor.fitting_error,
+        "H_logits_train": layers[-1].H_train.value,
+        "H_logits_heldout": layers[-1].H_heldout.value,
         "info_loss_total": float(sum(max(v, 0.0) for v in losses)),
-        "loss_max": report["loss_max"]["observed"],
+        "loss_max": report.loss_max.get("observed"),
         "bounds_held": f"{sum(bool(h) for h in held)}/{len(held)}",
-        "best_error_bound": min(err_bounds) if err_bounds else None,
-        "check_error": r["check_error"],
+        "best_error_bound": best.value if best is not None else None,
+        "check_error": r.check_error,
     }
 
 

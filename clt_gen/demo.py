@@ -6,10 +6,10 @@ Runs in well under a minute on a laptop CPU and writes ``runs/demo/report.{json,
 from __future__ import annotations
 
 import pathlib
-from typing import Any
 
 from clt_gen.data import DataConfig
 from clt_gen.evaluate import EvaluateConfig, evaluate
+from clt_gen.report import Report
 from clt_gen.training import TrainConfig, train
 
 __all__ = ["run_demo", "DEMO_TRAIN", "demo_evaluate_config"]
@@ -38,7 +38,7 @@ def demo_evaluate_config(out_dir: str | pathlib.Path, *, progress: bool = True) 
     )
 
 
-def run_demo(out_dir: str | pathlib.Path = "runs/demo", *, progress: bool = True) -> dict[str, Any]:
+def run_demo(out_dir: str | pathlib.Path = "runs/demo", *, progress: bool = True) -> Report:
     """Train (skipped when a finished checkpoint exists), evaluate, return the report."""
     out = pathlib.Path(out_dir)
     ckpt = out / "checkpoint"

@@ -37,6 +37,8 @@ import torch
 from estimators.errors import ValidationError, unknown_name_error
 
 __all__ = [
+    "objective",
+    "smoothed_targets",
     "Regularizer",
     "Shannon",
     "Squared",
@@ -646,3 +648,20 @@ def risk_from_joint(
     n_classes = p.shape[1]
     losses = np.stack([reg.label_loss(np.full(len(s), y), s) for y in range(n_classes)], axis=1)
     return float(np.sum(p * losses))
+
+
+def smoothed_targets(
+    y: torch.Tensor, n_classes: int, eps: float, dtype: torch.dtype
+) -> torch.Tensor:
+    """``(1 − ε) e_y + ε/K``."""
+    t = torch.torch.nn.functional.one_hot(y, n_classes).to(dtype)
+    return t * (1.0 - eps) + eps / n_classes if eps else t
+
+
+def objective(reg: Any, scores: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    """Per-example risk under smoothed targets: ``Ω(e_y) + Ω*(ν) − ⟨t, ν⟩``."""
+    scores = scores.float() if scores.dtype in (torch.float16, torch.bfloat16) else scores
+    if reg.name == "shannon":
+        return torch.nn.functional.cross_entropy(scores, y, label_smoothing=eps, reduction="none")
+    t = smoothed_targets(y, scores.shape[-1], eps, scores.dtype)
+    return reg.target_loss(t, scores)

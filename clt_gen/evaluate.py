@@ -1,32 +1,51 @@
-"""The main job: checkpoint + data -> risks, data floor, layer entropies, information
-loss, bounds computed on ``certify`` and checked on ``check``, in one report.
+"""The main job: a trained classifier + data -> risks, data floor, layer entropies,
+information loss, bounds computed on ``certify`` and checked on ``check``, in one
+:class:`~clt_gen.report.Report`.
+
+Two ways in, one pipeline:
+
+- ``evaluate(model, train, test)``: any ``nn.Module`` (or a checkpoint path) and data as a
+  ``Dataset``, a ``DataLoader`` or ``(inputs, labels)``; the held-out data is split into
+  certify/check parts (seeded, stratified) unless ``check=`` gives the check part.
+- ``evaluate(EvaluateConfig(checkpoint=..., out=...))``: a saved checkpoint on the data it
+  records (what ``clt-gen evaluate`` runs); writes ``report.json`` and ``report.html``.
+
+The stages (each a function below): load -> passes (one streaming pass per split: scores,
+labels, input digests, reduced features) -> risks -> floor -> entropies -> bounds ->
+trainability -> report.
 
 Examples
 --------
->>> import tempfile
->>> from clt_gen.training import TrainConfig, train
->>> run = tempfile.mkdtemp()
->>> _ = train(TrainConfig(arch="mlp", arch_kwargs={"width": 32, "depth": 1}, epochs=2,
-...                       optimizer="adamw", lr=3e-3, progress=False), run + "/ckpt")
->>> report = evaluate(EvaluateConfig(checkpoint=run + "/ckpt", out=run + "/eval",
-...                                  n_bootstrap=50, progress=False))
->>> report["floor"]["value"] <= report["risks"]["train"]
+>>> import torch
+>>> from torch import nn
+>>> g = torch.Generator().manual_seed(0)
+>>> x, y = torch.randn(600, 6, generator=g), torch.randint(0, 3, (600,), generator=g)
+>>> x[:, 0] += y
+>>> net = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+>>> report = evaluate(net, (x[:400], y[:400]), (x[400:], y[400:]), n_bootstrap=20,
+...                   heads=("logistic",), cells=(2, 4), progress=False)
+>>> [row.name for row in report.layers]
+['input', '0', '1', '2']
+>>> report.floor.value <= report.risks.train
 True
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
+import hashlib
+import logging
+import os
 import pathlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
+from clt_gen._modes import eval_mode, resolve_device
 from clt_gen._version import __version__
 from clt_gen.bounds import (
     Bound,
@@ -36,65 +55,76 @@ from clt_gen.bounds import (
     shannon_loss_cap,
     validation_bound,
 )
-from clt_gen.checkpoints import atomic_write_text, load_checkpoint
+from clt_gen.checkpoints import load_checkpoint
 from clt_gen.data import DataConfig, Splits, load_dataset, make_splits
-from clt_gen.duality import get_regularizer
+from clt_gen.duality import get_regularizer, objective
 from clt_gen.errors import DataError, ValidationError, unknown_name_error
-from clt_gen.features import INPUT_LAYER, default_layers, extract_features
-from clt_gen.training import objective, resolve_device
-from estimators import (
-    DEFAULT_HEADS,
-    DEFAULT_METHOD,
-    conditional_entropy,
-    dpi_profile,
-    information_loss,
-    paired_difference,
+from clt_gen.features import INPUT_LAYER, default_layers
+from clt_gen.profiles import layer_entropies
+from clt_gen.report import SCHEMA_VERSION, Floor, Report, Risks, load_report
+from clt_gen.sources import Source, as_source, split_rows
+from clt_gen.streaming import (
+    Output,
+    PassResult,
+    forward_checked,
+    layer_kinds,
+    select_scores,
+    stream_pass,
 )
+from estimators import DEFAULT_HEADS, DEFAULT_METHOD
 
-__all__ = ["EvaluateConfig", "evaluate", "SCHEMA_VERSION", "load_report"]
+__all__ = ["EvaluateConfig", "evaluate", "SCHEMA_VERSION", "load_report", "ENTROPY_OMEGAS"]
 
-SCHEMA_VERSION = "1.1"
-ENTROPY_OMEGAS = {
-    "shannon": "shannon",
-    "squared": "squared",
-    "sparsemax": "sparsemax",
-    "tsallis": "tsallis",
-}
+log = logging.getLogger("clt_gen")
+
+ENTROPY_OMEGAS = ("shannon", "squared", "sparsemax", "tsallis")
+ERROR_BOUNDS = ("binomial", "kl", "hoeffding", "bernstein")
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    """Options of ``clt-gen evaluate`` (recorded in the report).
+    """Options of an evaluation (all recorded in the report's ``config``).
 
     Attributes
     ----------
-    checkpoint : str
-        Checkpoint directory.
-    out : str
-        Output directory for ``report.json`` and ``report.html``.
-    data : str, optional
-        Dataset name; by default the one recorded in the checkpoint.
-    data_dir : str, optional
+    checkpoint : str or None
+        Checkpoint directory or model file (the ``clt-gen evaluate`` path).
+    out : str or None
+        Output directory for ``report.json`` and ``report.html`` (None: write nothing).
+    data, data_dir : str, optional
+        Built-in dataset (by default the one the checkpoint records).
     layers : tuple of str, optional
-        Layer names; by default ``input``, every top-level block and the logits.
+        Module or graph node names; by default ``input``, the top-level blocks and the
+        logits.
     omega : str, optional
         Regularizer of the risks and entropies; by default the training loss.
     method : str
-        Entropy estimator (default: the most accurate in the benchmark).
+        Entropy estimator (``auto``: held-out scores of selected heads, debiased).
     delta : float
         Failure probability of each probabilistic bound.
     reduce, max_features
         Feature reduction (``project``: random projection of the full map, which keeps
         the layers comparable for the data-processing inequality).
     max_train_samples : int
-        Training features used for ``H_train`` (a seeded subset when larger).
+        Training rows whose features enter ``H_train`` (a seeded subset when larger).
     heads : tuple of str
-        Head families of the ``auto`` estimates and of the certified bounds
-        (:mod:`estimators.heads`; all of them by default).
+        Head families of the ``auto`` estimates and of the certified bounds.
+    cells : tuple of int
+        Numbers of k-means cells tried by the frozen-feature bound.
+    error_bounds : tuple of str
+        Validation bounds on the 0-1 error.
+    min_heldout : int
+        Fewest examples each held-out part (certify, check) may have.
+    check_fraction : float
+        Part of the held-out data used to check (when it is split here).
+    batch_size : int
+        Rows per forward pass.
+    label_smoothing : float, optional
+        Of the training targets (default: the checkpoint's, else 0).
     """
 
-    checkpoint: str
-    out: str
+    checkpoint: str | None = None
+    out: str | None = None
     data: str | None = None
     data_dir: str | None = None
     layers: tuple[str, ...] | None = None
@@ -107,8 +137,13 @@ class EvaluateConfig:
     max_train_samples: int = 5_000
     heads: tuple[str, ...] = DEFAULT_HEADS
     cells: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128)
+    error_bounds: tuple[str, ...] = ERROR_BOUNDS
     trainability: bool = False
     trainability_samples: int = 256
+    min_heldout: int = 20
+    check_fraction: float = 0.5
+    batch_size: int = 1024
+    label_smoothing: float | None = None
     cache_dir: str | None = None
     arch_spec: dict[str, Any] | None = None
     trust_pickle: bool = False
@@ -117,55 +152,157 @@ class EvaluateConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.delta < 1.0:
-            raise ValidationError(f"delta must be in (0, 1) (got {self.delta})")
-        if self.max_features < 1:
-            raise ValidationError(f"max_features must be >= 1 (got {self.max_features})")
-        # names are checked here, before any checkpoint is loaded or feature extracted
         from estimators import HEADS, METHODS
 
+        if not 0.0 < self.delta < 1.0:
+            raise ValidationError(f"delta must be in (0, 1) (got {self.delta}); 0.05 is usual")
+        for name in ("max_features", "batch_size", "max_train_samples", "min_heldout"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValidationError(f"{name} must be an int >= 1 (got {v!r})")
+        if not 0.0 < self.check_fraction < 1.0:
+            raise ValidationError(f"check_fraction must be in (0, 1) (got {self.check_fraction})")
         if self.method not in METHODS:
             raise unknown_name_error("method", self.method, METHODS)
         if self.omega is not None and self.omega not in ENTROPY_OMEGAS:
             raise unknown_name_error("omega", self.omega, ENTROPY_OMEGAS)
+        if self.reduce not in ("project", "avgpool", "flatten"):
+            raise unknown_name_error("reduce", self.reduce, ("project", "avgpool", "flatten"))
+        if not self.heads:
+            raise ValidationError("heads must name at least one head family (e.g. 'logistic')")
         for head in self.heads:
             if head not in HEADS:
                 raise unknown_name_error("heads", head, HEADS)
-        if not self.heads:
-            raise ValidationError("heads must name at least one head family (e.g. 'logistic')")
+        for b in self.error_bounds:
+            if b not in ERROR_BOUNDS:
+                raise unknown_name_error("error_bounds", b, ERROR_BOUNDS)
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise unknown_name_error("device", self.device, ("auto", "cpu", "cuda"))
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary."""
         return dataclasses.asdict(self)
 
 
-def load_report(path: str | pathlib.Path) -> dict[str, Any]:
-    """Read a ``report.json`` (a directory holding one is accepted)."""
-    p = pathlib.Path(path)
-    if p.is_dir():
-        p = p / "report.json"
-    return json.loads(p.read_text())
+# ---------------------------------------------------------------------------------------
+# stage 1: load
+# ---------------------------------------------------------------------------------------
 
 
-def _splits_for(ck: Any, cfg: EvaluateConfig) -> tuple[Splits, bool]:
-    meta = ck.meta
+@dataclass
+class Subject:
+    """What is evaluated: the model, its loss, and where it came from."""
+
+    model: nn.Module
+    omega: str
+    alpha: float
+    label_smoothing: float
+    provenance: dict[str, Any]
+    model_hash: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def reg(self) -> Any:
+        return get_regularizer(
+            self.omega, **({"alpha": self.alpha} if self.omega == "tsallis" else {})
+        )
+
+
+@dataclass
+class Inputs:
+    """The data of one evaluation: train, held-out (and check, when given apart)."""
+
+    train: Source
+    heldout: Source
+    check: Source | None
+    provenance: dict[str, Any]
+
+
+def state_hash(model: nn.Module) -> str:
+    """sha256 over a model's parameter and buffer names, shapes and bytes."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(str((tuple(t.shape), str(t.dtype))).encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _subject_from_checkpoint(path: str, cfg: EvaluateConfig, device: torch.device) -> Subject:
+    ck = load_checkpoint(
+        path, arch=cfg.arch_spec, trust_pickle=cfg.trust_pickle, map_location=device
+    )
+    train_cfg = ck.meta.get("train_config", {})
+    omega = cfg.omega or ck.meta.get("omega", "shannon")
+    eps = cfg.label_smoothing
+    if eps is None:
+        eps = float(train_cfg.get("label_smoothing", 0.0)) if omega == ck.meta.get("omega") else 0.0
+    provenance = {
+        "path": str(ck.path),
+        "sha256": ck.sha256,
+        "arch": ck.meta.get("arch"),
+        "arch_kwargs": ck.meta.get("arch_kwargs", {}),
+        "train_config": train_cfg,
+    }
+    return Subject(
+        ck.model, omega, float(train_cfg.get("alpha", 1.5)), eps, provenance, ck.sha256, ck.meta
+    )
+
+
+def _subject_from_module(model: nn.Module, cfg: EvaluateConfig, device: torch.device) -> Subject:
+    if not isinstance(model, nn.Module):
+        raise ValidationError(
+            f"model must be a torch nn.Module or a checkpoint path (got {type(model).__name__})"
+        )
+    digest = state_hash(model)
+    provenance = {
+        "path": None,
+        "sha256": digest,
+        "arch": type(model).__name__,
+        "module": type(model).__module__,
+        "n_params": int(sum(p.numel() for p in model.parameters())),
+    }
+    return Subject(
+        model.to(device),
+        cfg.omega or "shannon",
+        1.5,
+        cfg.label_smoothing or 0.0,
+        provenance,
+        digest,
+    )
+
+
+def _checkpoint_inputs(subject: Subject, cfg: EvaluateConfig) -> tuple[Inputs, Splits]:
+    """The built-in dataset a checkpoint records, split as it was at training time."""
+    meta = subject.meta
     name = cfg.data or meta.get("dataset")
     if name is None:
         raise DataError("the checkpoint records no dataset: pass --data")
-    data_dir = cfg.data_dir or meta.get("train_config", {}).get("data_dir")
-    params = (
-        meta.get("train_config", {}).get("dataset_params", {})
-        if name == meta.get("dataset")
-        else {}
-    )
-    ds = load_dataset(name, data_dir=data_dir, **params)
-    dcfg = DataConfig(**meta["data_config"]) if "data_config" in meta else DataConfig()
-    splits = make_splits(ds, dcfg)
+    train_cfg = meta.get("train_config", {})
+    params = train_cfg.get("dataset_params", {}) if name == meta.get("dataset") else {}
+    ds = load_dataset(name, data_dir=cfg.data_dir or train_cfg.get("data_dir"), **params)
+    splits = make_splits(ds, DataConfig(**meta["data_config"]) if "data_config" in meta else None)
+    _check_checkpoint_shapes(subject, splits, name)
+    bs = cfg.batch_size
+    sources = {s: as_source((splits.x[s], splits.y[s]), name=s, batch_size=bs) for s in splits.x}
+    fp = splits.fingerprint()
+    provenance = {
+        "name": splits.dataset,
+        "sha256": fp,
+        "matches_checkpoint": fp == meta.get("data_fingerprint", fp),
+        "split": {"how": "checkpoint", "data_config": splits.config.to_dict()},
+    }
+    return Inputs(sources["train"], sources["certify"], sources["check"], provenance), splits
+
+
+def _check_checkpoint_shapes(subject: Subject, splits: Splits, name: str) -> None:
+    meta = subject.meta
     if "n_classes" not in meta or "input_shape" not in meta:
         # a bare model file: take the shapes from the data, then check the model's output
         meta.setdefault("input_shape", list(splits.x["train"].shape[1:]))
-        param = next(ck.model.parameters())
+        param = next(subject.model.parameters())
         with torch.no_grad():
-            out = ck.model(splits.x["train"][:2].to(param.device))
+            out = subject.model(splits.x["train"][:2].to(param.device))
         meta.setdefault("n_classes", int(out.shape[-1]))
     if splits.n_classes != meta["n_classes"]:
         raise DataError(
@@ -178,27 +315,144 @@ def _splits_for(ck: Any, cfg: EvaluateConfig) -> tuple[Splits, bool]:
             f"the checkpoint expects inputs of shape {meta['input_shape']} but dataset {name!r} "
             f"gives {shape}"
         )
-    for split in ("certify", "check"):
-        if len(splits.y[split]) < 20:
+
+
+def _example_input(source: Source) -> torch.Tensor:
+    for x, _ in source.batches():
+        return x[:2]
+    raise DataError(f"{source.name} data is empty: it must hold at least one example")
+
+
+def _probe_model(model: nn.Module, x: torch.Tensor, output: Output, device: torch.device) -> int:
+    """Run two examples through the model: its input shape and its scores are checked
+    before any pass over the data. Returns the number of classes."""
+    with eval_mode(model), torch.no_grad():
+        out, _ = forward_checked(model, x.to(device))
+    return int(select_scores(out, output).shape[1])
+
+
+def _resolve_layers(
+    model: nn.Module, requested: tuple[str, ...] | None, example: torch.Tensor
+) -> tuple[list[str], bool]:
+    """The layers to read (checked against the model) and whether they are the default."""
+    if requested:
+        layer_kinds(model, list(requested))
+        return list(requested), False
+    layers = [INPUT_LAYER] + default_layers(model, tuple(example.shape[1:]))
+    log.info("clt_gen.evaluate: layers not given; using %s", layers)
+    return layers, True
+
+
+def _check_sizes(inputs: Inputs, cfg: EvaluateConfig) -> None:
+    """Held-out parts large enough for certificates, before any forward pass."""
+    parts: dict[str, int | None] = {}
+    if inputs.check is not None:
+        parts = {"certify": inputs.heldout.n_rows, "check": inputs.check.n_rows}
+    elif inputs.heldout.n_rows is not None:
+        n_check = int(round(cfg.check_fraction * inputs.heldout.n_rows))
+        parts = {"certify": inputs.heldout.n_rows - n_check, "check": n_check}
+    for split, n in parts.items():
+        if n is not None and n < cfg.min_heldout:
             raise DataError(
-                f"held-out split {split!r} has {len(splits.y[split])} examples; at least 20 "
-                "are needed for certificates and checks (use more held-out data)"
+                f"held-out split {split!r} has {n} examples; at least {cfg.min_heldout} "
+                "are needed for certificates and checks (use more held-out data, or lower "
+                "min_heldout)"
             )
-    matches = splits.fingerprint() == meta.get("data_fingerprint", splits.fingerprint())
-    return splits, matches
 
 
-@torch.no_grad()
-def _scores(model: torch.nn.Module, x: torch.Tensor, device: torch.device) -> np.ndarray:
-    out = []
-    for i in range(0, len(x), 1024):
-        out.append(model(x[i : i + 1024].to(device)).float().cpu())
-    return torch.cat(out).double().numpy()
+# ---------------------------------------------------------------------------------------
+# stage 2: streaming passes
+# ---------------------------------------------------------------------------------------
 
 
-def _risk_terms(reg: Any, scores: np.ndarray, y: np.ndarray, eps: float) -> dict[str, Any]:
-    s, yt = torch.from_numpy(scores), torch.from_numpy(y)
-    losses = objective(reg, s, yt, eps).numpy()
+@dataclass
+class Passes:
+    """Per-row results of every split; ``train`` features only for ``train_rows``."""
+
+    train: PassResult
+    certify: PassResult
+    check: PassResult
+    split: dict[str, Any]
+
+
+def _train_rows(n: int | None, cfg: EvaluateConfig) -> np.ndarray | None:
+    if n is None or n <= cfg.max_train_samples:
+        return None if n is None else np.arange(n)
+    gen = np.random.default_rng(cfg.random_state)
+    return np.sort(gen.choice(n, size=cfg.max_train_samples, replace=False))
+
+
+def run_passes(
+    subject: Subject,
+    inputs: Inputs,
+    layers: list[str],
+    cfg: EvaluateConfig,
+    *,
+    output: Output,
+    device: torch.device,
+) -> Passes:
+    """One streaming pass per split; splits held-out rows into certify/check when needed."""
+    common: dict[str, Any] = {
+        "layers": layers,
+        "output": output,
+        "reduce": cfg.reduce,
+        "max_features": cfg.max_features,
+        "device": device,
+        "cache_dir": _cache_dir(cfg),
+        "random_state": cfg.random_state,
+        "progress": cfg.progress,
+    }
+    keep = _train_rows(inputs.train.n_rows, cfg)
+    if keep is None and inputs.train.n_rows is None:
+        keep = np.arange(cfg.max_train_samples)  # unknown length: the first rows
+    train = stream_pass(
+        subject.model,
+        inputs.train,
+        keep=keep,
+        digests=True,
+        probe_rows=cfg.trainability_samples if cfg.trainability else 0,
+        cache_parts={"model": subject.model_hash, "split": "train"},
+        **common,
+    )
+    held = stream_pass(
+        subject.model,
+        inputs.heldout,
+        cache_parts={"model": subject.model_hash, "split": "heldout"},
+        **common,
+    )
+    if inputs.check is not None:
+        check = stream_pass(
+            subject.model,
+            inputs.check,
+            cache_parts={"model": subject.model_hash, "split": "check"},
+            **common,
+        )
+        return Passes(train, held, check, {"how": "given"})
+    cert_idx, check_idx = split_rows(
+        held.n_rows, held.labels, check_fraction=cfg.check_fraction, random_state=cfg.random_state
+    )
+    split = {
+        "how": "stratified",
+        "check_fraction": cfg.check_fraction,
+        "random_state": cfg.random_state,
+        "check_rows_sha256": hashlib.sha256(check_idx.astype(np.int64).tobytes()).hexdigest(),
+    }
+    return Passes(train, held.take(cert_idx), held.take(check_idx), split)
+
+
+def _cache_dir(cfg: EvaluateConfig) -> str | None:
+    if cfg.cache_dir is not None:
+        return cfg.cache_dir
+    return str(pathlib.Path(cfg.out) / ".cache") if cfg.out is not None else None
+
+
+# ---------------------------------------------------------------------------------------
+# stage 3: risks and the floor
+# ---------------------------------------------------------------------------------------
+
+
+def _risk_terms(reg: Any, scores: np.ndarray, y: np.ndarray, eps: float) -> dict[str, np.ndarray]:
+    losses = objective(reg, torch.from_numpy(scores), torch.from_numpy(y), eps).numpy()
     probs = np.asarray(reg.link(scores))
     if not reg.simplex:
         probs = np.clip(probs, 0, None)
@@ -210,313 +464,112 @@ def _risk_terms(reg: Any, scores: np.ndarray, y: np.ndarray, eps: float) -> dict
     return {"losses": losses, "brier": brier, "errors": errors}
 
 
-def _estimate_row(est: Any) -> dict[str, Any]:
-    return {
-        "value": est.value,
-        "ci": list(est.ci or []),
-        "stderr": est.stderr,
-        "method": est.method,
-        "assumption": est.assumption,
+def measure_risks(
+    subject: Subject, passes: Passes
+) -> tuple[Risks, dict[str, dict[str, np.ndarray]]]:
+    """Risks of the network on each split, and the per-example terms behind them."""
+    reg, eps = subject.reg, subject.label_smoothing
+    terms = {
+        s: _risk_terms(reg, p.scores, p.labels, eps if s == "train" else 0.0)
+        for s, p in (("train", passes.train), ("certify", passes.certify), ("check", passes.check))
     }
 
+    def mean(split: str, key: str) -> float:
+        return float(terms[split][key].mean())
 
-def _tightest_later(values: list[float]) -> list[int]:
-    """For each layer, the index of the smallest value among it and the later layers."""
-    out, best = [0] * len(values), len(values) - 1
-    for i in range(len(values) - 1, -1, -1):
-        if values[i] <= values[best]:
-            best = i
-        out[i] = best
-    return out
-
-
-def _profile_rows(ests: list[Any], names: list[str], tighten: bool) -> list[dict[str, Any]]:
-    """Estimate rows; with ``tighten``, layer ``l`` reports the best head among layers
-    ``l' >= l`` (a head on ``Z_l'`` composed with the network's layers is a head on
-    ``Z_l``), so the reported profile never decreases with depth."""
-    idx = _tightest_later([e.value for e in ests]) if tighten else list(range(len(ests)))
-    rows = []
-    for i, j in enumerate(idx):
-        row = _estimate_row(ests[j])
-        if tighten:
-            row.update(raw=ests[i].value, raw_ci=list(ests[i].ci or []), from_layer=names[j])
-        rows.append(row)
-    return rows
-
-
-def _fit_layers(
-    layers: list[str],
-    feats: dict[str, dict[str, Any]],
-    y_train: np.ndarray,
-    y_heldout: np.ndarray,
-    *,
-    method: str,
-    delta: float,
-    n_bootstrap: int,
-    heads: tuple[str, ...] | None,
-    kw: dict[str, Any],
-) -> dict[str, list[Any]]:
-    """Per layer: train estimate, held-out estimate, certified bound (at delta / L) and the
-    held-out per-sample terms, each list in layer order."""
-    from estimators.certified import estimate_and_bound
-
-    head_kw: dict[str, Any] = {"heads": tuple(heads)} if heads else {}
-    fits: dict[str, list[Any]] = {"train": [], "heldout": [], "bound": [], "terms": []}
-    for name in layers:
-        z_tr, z_ho = np.asarray(feats["train"][name]), np.asarray(feats["certify"][name])
-        est, ub, terms = estimate_and_bound(
-            z_ho, y_heldout, delta=delta / len(layers), n_bootstrap=n_bootstrap, **kw, **head_kw
-        )
-        if method == "auto":
-            h_tr = estimate_and_bound(z_tr, y_train, n_bootstrap=n_bootstrap, **kw, **head_kw)[0]
-        else:
-            h_tr = conditional_entropy(z_tr, y_train, method=method, n_bootstrap=n_bootstrap, **kw)
-            est = conditional_entropy(z_ho, y_heldout, method=method, n_bootstrap=n_bootstrap, **kw)
-        for key, value in zip(fits, (h_tr, est, ub, terms), strict=True):
-            fits[key].append(value)
-    return fits
-
-
-def layer_entropies(
-    layers: list[str],
-    feats: dict[str, dict[str, Any]],
-    y_train: np.ndarray,
-    y_heldout: np.ndarray,
-    *,
-    n_classes: int,
-    omega: str,
-    alpha: float,
-    method: str,
-    delta: float,
-    n_bootstrap: int,
-    random_state: int,
-    heads: tuple[str, ...] | None = None,
-) -> list[dict[str, Any]]:
-    """Per layer: ``H_Ω(Y|Z)`` estimates (train, held-out), the certified upper bound on
-    held-out features at ``delta / L`` with its data-processing profile, and the
-    information loss from the previous layer.
-
-    With ``method="auto"`` one cross-fit per layer and split gives the estimate, the
-    certificate and per-sample terms on shared samples and folds. The reported estimates
-    are data-processing-consistent: layer ``l`` takes the best held-out head among layers
-    ``l' >= l`` (the raw per-layer value is kept as ``raw``); information losses are paired
-    differences of those terms. Other methods report raw estimates, flagged
-    ``order_violation``/``dpi_violation`` where they break the order beyond their intervals.
-    """
-    kw: dict[str, Any] = {"omega": omega, "n_classes": n_classes, "random_state": random_state}
-    if omega == "tsallis":
-        kw["alpha"] = alpha
-    auto = method == "auto"
-    fits = _fit_layers(
-        layers,
-        feats,
-        y_train,
-        y_heldout,
-        method=method,
-        delta=delta,
-        n_bootstrap=n_bootstrap,
-        heads=heads,
-        kw=kw,
-    )
-    train_rows = _profile_rows(fits["train"], layers, auto)
-    held_rows = _profile_rows(fits["heldout"], layers, auto)
-    chosen = _tightest_later([e.value for e in fits["heldout"]]) if auto else None
-    profile = dpi_profile([u.value for u in fits["bound"]])
-    rows: list[dict[str, Any]] = []
-    for i, name in enumerate(layers):
-        h_tr, est = fits["train"][i], fits["heldout"][i]
-        row: dict[str, Any] = {
-            "name": name,
-            "n_features": int(np.asarray(feats["certify"][name]).shape[1]),
-            "H_train": train_rows[i],
-            "H_heldout": held_rows[i],
-            "H_upper": {**fits["bound"][i].to_dict(), "delta_total": delta, "profile": profile[i]},
-            "information_loss": None,
-            "flags": sorted(set(h_tr.flags) | set(est.flags)),
-        }
-        if i > 0:
-            if chosen is not None:
-                a, b = fits["terms"][chosen[i]], fits["terms"][chosen[i - 1]]
-                loss = paired_difference(a, b, n_bootstrap=n_bootstrap, **kw)
-            else:
-                loss = information_loss(
-                    np.asarray(feats["certify"][layers[i - 1]]),
-                    np.asarray(feats["certify"][name]),
-                    y_heldout,
-                    method=method,
-                    n_bootstrap=n_bootstrap,
-                    **kw,
-                )
-            row["information_loss"] = {
-                "value": loss.value,
-                "ci": list(loss.ci or []),
-                "from": layers[i - 1],
-            }
-            if "dpi_violation" in loss.flags:
-                row["flags"].append("dpi_violation")
-        rows.append(row)
-    _order_flags(rows, key="raw_ci" if auto else "ci")
-    return rows
-
-
-def _order_flags(rows: list[dict[str, Any]], key: str = "ci") -> None:
-    """A later layer's held-out interval wholly below an earlier layer's, which the true
-    quantity cannot do (data processing): ``order_violation`` for reported estimates,
-    ``raw_order_violation`` for the raw per-layer values behind a tightened profile
-    (a diagnostic of the heads' excess risk, not of the reported numbers)."""
-    flag = "order_violation" if key == "ci" else "raw_order_violation"
-    for i, row in enumerate(rows):
-        ci = row["H_heldout"].get(key)
-        if not ci:
-            continue
-        for later in rows[i + 1 :]:
-            lci = later["H_heldout"].get(key)
-            if lci and lci[1] < ci[0] and flag not in later["flags"]:
-                later["flags"].append(flag)
-
-
-def evaluate(config: EvaluateConfig) -> dict[str, Any]:
-    """Run the full evaluation and write ``report.json`` and ``report.html`` atomically.
-
-    Returns the report dictionary (see ``docs/report.md`` for the schema).
-    """
-    cfg = config
-    t0 = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    def lap(name: str, since: float) -> float:
-        now = time.perf_counter()
-        timings[name] = round(now - since, 3)
-        return now
-
-    device = resolve_device(cfg.device)
-    ck = load_checkpoint(
-        cfg.checkpoint, arch=cfg.arch_spec, trust_pickle=cfg.trust_pickle, map_location=device
-    )
-    model = ck.model
-    train_cfg = ck.meta.get("train_config", {})
-    omega = cfg.omega or ck.meta.get("omega", "shannon")
-    alpha = float(train_cfg.get("alpha", 1.5))
-    reg = get_regularizer(omega, **({"alpha": alpha} if omega == "tsallis" else {}))
-    eps = float(train_cfg.get("label_smoothing", 0.0)) if omega == ck.meta.get("omega") else 0.0
-    splits, data_matches = _splits_for(ck, cfg)
-    t = lap("load", t0)
-
-    # risks ---------------------------------------------------------------------------
-    terms: dict[str, dict[str, Any]] = {}
-    scores: dict[str, np.ndarray] = {}
-    for split in ("train", "certify", "check"):
-        y = splits.y[split].numpy()
-        scores[split] = _scores(model, splits.x[split], device)
-        terms[split] = _risk_terms(reg, scores[split], y, eps if split == "train" else 0.0)
-    risks = {
-        "train": float(terms["train"]["losses"].mean()),
-        "certify": float(terms["certify"]["losses"].mean()),
-        "check": float(terms["check"]["losses"].mean()),
-        "train_error": float(terms["train"]["errors"].mean()),
-        "certify_error": float(terms["certify"]["errors"].mean()),
-        "check_error": float(terms["check"]["errors"].mean()),
-        "train_brier": float(terms["train"]["brier"].mean()),
-        "check_brier": float(terms["check"]["brier"].mean()),
-        "label_smoothing": eps,
-    }
-    risks["train_loss_max"] = float(np.max(terms["train"]["losses"]))
-    risks["gap"] = risks["check"] - risks["train"]
-    risks["error_gap"] = risks["check_error"] - risks["train_error"]
-    t = lap("risks", t)
-
-    # data floor ---------------------------------------------------------------------------
-    floor = data_floor(
-        splits.x["train"].numpy(),
-        splits.y["train"].numpy(),
-        splits.n_classes,
-        omega=omega,
-        alpha=alpha,
+    risks = Risks(
+        train=mean("train", "losses"),
+        certify=mean("certify", "losses"),
+        check=mean("check", "losses"),
+        train_error=mean("train", "errors"),
+        certify_error=mean("certify", "errors"),
+        check_error=mean("check", "errors"),
+        train_brier=mean("train", "brier"),
+        check_brier=mean("check", "brier"),
         label_smoothing=eps,
-        train_risk=risks["train"],
+        train_loss_max=float(np.max(terms["train"]["losses"])),
+        gap=mean("check", "losses") - mean("train", "losses"),
+        error_gap=mean("check", "errors") - mean("train", "errors"),
     )
-    floor = floor.check(risks["train"], on="train")
-    t = lap("floor", t)
+    return risks, terms
 
-    # features and entropies ------------------------------------------------------------------
-    layers = (
-        list(cfg.layers)
-        if cfg.layers
-        else [INPUT_LAYER] + default_layers(model, ck.meta["input_shape"])
+
+def floor_bound(subject: Subject, passes: Passes, risks: Risks) -> Bound:
+    """The data floor from the training inputs' digests (identical inputs share one)."""
+    assert passes.train.digests is not None
+    floor = data_floor(
+        passes.train.digests,
+        passes.train.labels,
+        passes.train.scores.shape[1],
+        omega=subject.omega,
+        alpha=subject.alpha,
+        label_smoothing=subject.label_smoothing,
+        train_risk=risks.train,
     )
-    gen = np.random.default_rng(cfg.random_state)
-    n_train = len(splits.y["train"])
-    train_idx = np.sort(
-        gen.choice(n_train, size=min(n_train, cfg.max_train_samples), replace=False)
-    )
-    feats: dict[str, dict[str, np.ndarray]] = {}
-    for split, idx in (("train", train_idx), ("certify", None), ("check", None)):
-        x = splits.x[split] if idx is None else splits.x[split][torch.from_numpy(idx)]
-        feats[split] = extract_features(
-            model,
-            x,
-            layers=layers,
-            reduce=cfg.reduce,  # type: ignore[arg-type]
-            max_features=cfg.max_features,
-            device=device,
-            cache_dir=cfg.cache_dir or str(pathlib.Path(cfg.out) / ".cache"),
-            cache_parts={
-                "checkpoint": ck.sha256,
-                "data": splits.fingerprint(),
-                "split": split,
-                "rows": "all" if idx is None else f"seed{cfg.random_state}:{len(idx)}",
-            },
-            random_state=cfg.random_state,
-            progress=cfg.progress,
-        )
-    t = lap("features", t)
-    y_train_sub = splits.y["train"].numpy()[train_idx]
-    y_cert, y_check = splits.y["certify"].numpy(), splits.y["check"].numpy()
-    layer_rows = layer_entropies(
+    return floor.check(risks.train, on="train")
+
+
+# ---------------------------------------------------------------------------------------
+# stage 4: entropies, stage 5: bounds
+# ---------------------------------------------------------------------------------------
+
+
+def _entropy_rows(
+    subject: Subject, passes: Passes, layers: list[str], cfg: EvaluateConfig
+) -> list[Any]:
+    feats = {"train": passes.train.features, "certify": passes.certify.features}
+    return layer_entropies(
         layers,
         feats,
-        y_train_sub,
-        y_cert,
-        n_classes=splits.n_classes,
-        omega=ENTROPY_OMEGAS[omega],
-        alpha=alpha,
+        passes.train.labels[passes.train.kept],
+        passes.certify.labels,
+        n_classes=passes.train.scores.shape[1],
+        omega=subject.omega,
+        alpha=subject.alpha,
         method=cfg.method,
         delta=cfg.delta,
         n_bootstrap=cfg.n_bootstrap,
         random_state=cfg.random_state,
         heads=cfg.heads,
     )
-    t = lap("entropies", t)
 
-    # bounds ---------------------------------------------------------------------------------
-    bounds: list[Bound] = [floor]
-    all_scores = np.concatenate([scores["train"], scores["certify"], scores["check"]])
+
+def _range_bounds(
+    subject: Subject, passes: Passes, risks: Risks, rows: list[Any], terms: dict[str, Any]
+) -> tuple[list[Bound], dict[str, Any]]:
+    all_scores = np.concatenate([passes.train.scores, passes.certify.scores, passes.check.scores])
     loss_max = float(max(np.max(terms[s]["losses"]) for s in terms))
-    cap = shannon_loss_cap(all_scores) if omega == "shannon" else None
+    cap = shannon_loss_cap(all_scores) if subject.omega == "shannon" else None
     # max_l H(Y|Z_l) is attained at the last layer (data processing): taking the max of
     # noisy, upward-biased estimates over layers would only add bias, so use the last one
-    last = layer_rows[-1]
-    layer_h = {
-        last["name"]: (
-            last["H_heldout"]["value"],
-            last["H_heldout"]["ci"][0] if last["H_heldout"]["ci"] else last["H_heldout"]["value"],
+    last = rows[-1]
+    layer_h = {last.name: (last.H_heldout.value, last.H_heldout.lower)}
+    bounds = [
+        b.check(risks.check, on="check")
+        for b in deterministic_range(
+            train_risk=risks.train,
+            layer_entropies=layer_h,
+            loss_max=loss_max,
+            loss_cap=cap,
+            data_used="certify (entropies); all splits (loss max)",
         )
-    }
-    for b in deterministic_range(
-        train_risk=risks["train"],
-        layer_entropies=layer_h,
-        loss_max=loss_max,
-        loss_cap=cap,
-        data_used="certify (entropies); all splits (loss max)",
-    ):
-        bounds.append(b.check(risks["check"], on="check"))
-    m = len(y_cert)
-    cert_err = float(terms["certify"]["errors"].mean())
-    for method in ("binomial", "kl", "hoeffding", "bernstein"):
-        b = validation_bound(
-            cert_err, m, delta=cfg.delta, method=method, quantity="error", data_used="certify"
-        )
-        bounds.append(b.check(risks["check_error"], on="check"))
+    ]
+    return bounds, {"observed": loss_max, "shannon_cap": cap}
+
+
+def _validation_bounds(risks: Risks, terms: dict[str, Any], cfg: EvaluateConfig) -> list[Bound]:
+    m = len(terms["certify"]["errors"])
+    bounds = [
+        validation_bound(
+            risks.certify_error,
+            m,
+            delta=cfg.delta,
+            method=method,
+            quantity="error",
+            data_used="certify",
+        ).check(risks.check_error, on="check")
+        for method in cfg.error_bounds
+    ]
     brier = terms["certify"]["brier"]
     b = validation_bound(
         float(brier.mean()),
@@ -529,197 +582,289 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     )
     bounds.append(
         dataclasses.replace(b, name="validation_empirical_bernstein_brier").check(
-            risks["check_brier"], on="check"
+            risks.check_brier, on="check"
         )
     )
-    frozen_curves: dict[str, list[dict[str, Any]]] = {}
+    return bounds
+
+
+def _frozen_bounds(
+    passes: Passes, layers: list[str], cfg: EvaluateConfig
+) -> tuple[list[Bound], dict[str, Any]]:
+    bounds, curves = [], {}
     for name in layers[1:]:
         res = frozen_feature_bound(
-            np.asarray(feats["certify"][name]),
-            y_cert,
-            splits.n_classes,
-            z_check=np.asarray(feats["check"][name]),
-            y_check=y_check,
+            np.asarray(passes.certify.features[name]),
+            passes.certify.labels,
+            passes.train.scores.shape[1],
+            z_check=np.asarray(passes.check.features[name]),
+            y_check=passes.check.labels,
             cells=cfg.cells,
             delta=cfg.delta,
             omega="zero_one",
             random_state=cfg.random_state,
             layer=name,
         )
-        frozen_curves[name] = res["curve"]
+        curves[name] = res["curve"]
         bounds.append(dataclasses.replace(res["best"], name=f"frozen_feature[{name}]"))
-    t = lap("bounds", t)
+    return bounds, curves
 
-    trainability: dict[str, Any] | None = None
+
+# ---------------------------------------------------------------------------------------
+# stage 6: trainability
+# ---------------------------------------------------------------------------------------
+
+
+def _trainability(subject: Subject, passes: Passes, device: torch.device) -> dict[str, Any]:
+    from clt_gen.trainability import trainability_summary
+
+    if passes.train.probe is None:
+        raise DataError("trainability needs training rows; the training data yielded none")
+    x, y = passes.train.probe
+    return trainability_summary(
+        subject.model,
+        x.to(device),
+        y.to(device),
+        subject.reg,
+        label_smoothing=subject.label_smoothing,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# the pipeline
+# ---------------------------------------------------------------------------------------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t0 = self.t = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self.t, 3)
+        self.t = now
+
+    def total(self) -> dict[str, float]:
+        return {**self.laps, "total": round(time.perf_counter() - self.t0, 3)}
+
+
+def _pipeline(
+    subject: Subject,
+    inputs: Inputs,
+    cfg: EvaluateConfig,
+    *,
+    output: Output,
+    device: torch.device,
+    clock: _Clock,
+) -> Report:
+    """Stages 2-7 on a loaded subject and its data."""
+    example = _example_input(inputs.heldout)
+    _probe_model(subject.model, example, output, device)
+    layers, default = _resolve_layers(subject.model, cfg.layers, example)
+    _check_sizes(inputs, cfg)
+    passes = run_passes(subject, inputs, layers, cfg, output=output, device=device)
+    _check_sizes_after(passes, cfg)
+    clock.lap("features")
+    risks, terms = measure_risks(subject, passes)
+    floor = floor_bound(subject, passes, risks)
+    clock.lap("risks")
+    rows = _entropy_rows(subject, passes, layers, cfg)
+    clock.lap("entropies")
+    range_bounds, loss_max = _range_bounds(subject, passes, risks, rows, terms)
+    frozen, curves = _frozen_bounds(passes, layers, cfg)
+    bounds = [floor, *range_bounds, *_validation_bounds(risks, terms, cfg), *frozen]
+    clock.lap("bounds")
+    train_stats = _trainability(subject, passes, device) if cfg.trainability else None
     if cfg.trainability:
-        from clt_gen.trainability import trainability_summary
-
-        n_probe = min(cfg.trainability_samples, len(splits.y["train"]))
-        trainability = trainability_summary(
-            model,
-            splits.x["train"][:n_probe].to(device),
-            splits.y["train"][:n_probe].to(device),
-            reg,
-            label_smoothing=eps,
-        )
-        t = lap("trainability", t)
-
-    report: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "version": __version__,
-        "config": cfg.to_dict(),
-        "checkpoint": {
-            "path": str(ck.path),
-            "sha256": ck.sha256,
-            "arch": ck.meta.get("arch"),
-            "arch_kwargs": ck.meta.get("arch_kwargs", {}),
-            "train_config": train_cfg,
-        },
-        "data": {
-            "name": splits.dataset,
-            "n_train": len(splits.y["train"]),
-            "n_certify": len(y_cert),
-            "n_check": len(y_check),
-            "n_classes": splits.n_classes,
-            "sha256": splits.fingerprint(),
-            "matches_checkpoint": data_matches,
-            "n_train_features": len(train_idx),
-        },
-        "omega": omega,
-        "estimator": {
+        clock.lap("trainability")
+    config = {
+        **cfg.to_dict(),
+        "layers": list(layers),
+        "layers_default": default,
+        "omega": subject.omega,
+    }
+    data = {
+        **inputs.provenance,
+        "n_train": passes.train.n_rows,
+        "n_certify": passes.certify.n_rows,
+        "n_check": passes.check.n_rows,
+        "n_classes": int(passes.train.scores.shape[1]),
+        "n_train_features": len(passes.train.kept),
+        "split": {**inputs.provenance.get("split", {}), **passes.split},
+    }
+    report = Report(
+        risks=risks,
+        floor=Floor(
+            floor.value,
+            floor.terms["fitting_error"],
+            floor.terms["n_duplicate_groups"],
+            floor.terms["n_conflicting_groups"],
+        ),
+        layers=tuple(rows),
+        bounds=tuple(bounds),
+        omega=subject.omega,
+        loss_max=loss_max,
+        model=subject.provenance,
+        data=data,
+        config=config,
+        estimator={
             "method": cfg.method,
             "n_bootstrap": cfg.n_bootstrap,
             "reduce": cfg.reduce,
             "max_features": cfg.max_features,
         },
-        "risks": risks,
-        "floor": {
-            "value": floor.value,
-            "fitting_error": floor.terms["fitting_error"],
-            "n_duplicate_groups": floor.terms["n_duplicate_groups"],
-            "n_conflicting_groups": floor.terms["n_conflicting_groups"],
-        },
-        "loss_max": {"observed": loss_max, "shannon_cap": cap},
-        "layers": layer_rows,
-        "bounds": [_bound_row(b) for b in bounds],
-        "frozen_feature_curves": frozen_curves,
-        "trainability": trainability,
-        "timings": timings,
-    }
-    report["summary"] = summarize(report)
-    timings["total"] = round(time.perf_counter() - t0, 3)
-    out = pathlib.Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "report.json", json.dumps(_jsonable(report), indent=2))
-    from clt_gen.report import render_html
+        frozen_feature_curves=curves,
+        trainability=train_stats,
+        timings=clock.total(),
+        version=__version__,
+    )
+    return report.with_summary()
 
-    atomic_write_text(out / "report.html", render_html(report))
+
+def _check_sizes_after(passes: Passes, cfg: EvaluateConfig) -> None:
+    for split in ("certify", "check"):
+        n = getattr(passes, split).n_rows
+        if n < cfg.min_heldout:
+            raise DataError(
+                f"held-out split {split!r} has {n} examples; at least {cfg.min_heldout} are "
+                "needed for certificates and checks (use more held-out data)"
+            )
+
+
+def evaluate(
+    model: nn.Module | str | os.PathLike[str] | EvaluateConfig,
+    train: Any = None,
+    test: Any = None,
+    *,
+    check: Any = None,
+    layers: list[str] | tuple[str, ...] | None = None,
+    output: Output = None,
+    omega: str | None = None,
+    delta: float = 0.05,
+    random_state: int = 0,
+    device: str | None = None,
+    data_name: str = "user data",
+    **options: Any,
+) -> Report:
+    """Evaluate a trained classifier: risks, floor, layer entropies, checked bounds.
+
+    Parameters
+    ----------
+    model : nn.Module, checkpoint path, or EvaluateConfig
+        Any module returning class scores ``(batch, K)`` (see ``output``); a checkpoint
+        directory/file; or an :class:`EvaluateConfig` naming a checkpoint (then the data
+        it records is used, and ``train``/``test`` must be None).
+    train, test : Dataset, DataLoader or (inputs, labels)
+        Training data (for the training risk, the floor and ``H_train``) and held-out data.
+        ``test`` is split into certify/check parts (seeded, stratified; recorded in
+        ``report.data["split"]``) unless ``check`` is given.
+    check : Dataset, DataLoader or (inputs, labels), optional
+        A held-out part kept apart for checking; ``test`` then certifies.
+    layers : list of str, optional
+        Module names or torchvision graph node names (:func:`clt_gen.list_layers`). By
+        default the input, the top-level blocks and the logits (recorded in the report).
+    output : None, str, int or callable
+        Selects the scores when the model returns a tuple, dict or dataclass.
+    omega : str, optional
+        Regularizer of the risks and entropies (default ``shannon``, i.e. cross-entropy).
+    delta : float
+        Failure probability of each certificate.
+    random_state : int
+    device : str, optional
+        ``cuda``, ``cpu`` or ``auto`` (default: CUDA when available).
+    data_name : str
+        What to call the data in the report.
+    **options
+        Any other :class:`EvaluateConfig` field (``method``, ``heads``, ``cells``,
+        ``max_features``, ``reduce``, ``batch_size``, ``cache_dir``, ``out``, ...).
+
+    Returns
+    -------
+    Report
+        ``report.save(dir)`` writes ``report.json`` and ``report.html``; with ``out=`` this
+        happens here.
+
+    Examples
+    --------
+    See the module docstring and ``docs/your-model.md``.
+    """
+    if isinstance(model, EvaluateConfig):
+        if train is not None or test is not None:
+            raise ValidationError(
+                "evaluate(EvaluateConfig) uses the checkpoint's data: pass no train/test"
+            )
+        return _evaluate_config(model, output=output)
+    if train is None or test is None:
+        if isinstance(model, (str, os.PathLike)) and train is None and test is None:
+            cfg = EvaluateConfig(
+                checkpoint=str(model),
+                layers=_tuple(layers),
+                omega=omega,
+                delta=delta,
+                random_state=random_state,
+                device=device or "auto",
+                **options,
+            )
+            return _evaluate_config(cfg, output=output)
+        raise ValidationError(
+            "evaluate needs train and test data: evaluate(model, train, test) with each a "
+            "Dataset, a DataLoader or a pair (inputs, labels)"
+        )
+    cfg = EvaluateConfig(
+        checkpoint=str(model) if isinstance(model, (str, os.PathLike)) else None,
+        layers=_tuple(layers),
+        omega=omega,
+        delta=delta,
+        random_state=random_state,
+        device=device or "auto",
+        **options,
+    )
+    clock, dev = _Clock(), resolve_device(cfg.device)
+    if isinstance(model, (str, os.PathLike)):
+        subject = _subject_from_checkpoint(str(model), cfg, dev)
+    else:
+        subject = _subject_from_module(model, cfg, dev)
+    inputs = Inputs(
+        as_source(train, name="train", batch_size=cfg.batch_size),
+        as_source(test, name="test", batch_size=cfg.batch_size, heldout=True),
+        None
+        if check is None
+        else as_source(check, name="check", batch_size=cfg.batch_size, heldout=True),
+        {"name": data_name},
+    )
+    inputs.provenance.update(
+        sources={
+            k: s.describe()
+            for k, s in (("train", inputs.train), ("test", inputs.heldout), ("check", inputs.check))
+            if s is not None
+        },
+        sha256=hashlib.sha256(
+            "".join(
+                s.fingerprint for s in (inputs.train, inputs.heldout, inputs.check) if s is not None
+            ).encode()
+        ).hexdigest(),
+    )
+    clock.lap("load")
+    report = _pipeline(subject, inputs, cfg, output=output, device=dev, clock=clock)
+    if cfg.out is not None:
+        report.save(cfg.out)
     return report
 
 
-def _bound_row(b: Bound) -> dict[str, Any]:
-    d = b.to_dict()
-    return {
-        k: d[k]
-        for k in (
-            "name",
-            "kind",
-            "quantity",
-            "side",
-            "value",
-            "delta",
-            "terms",
-            "assumptions",
-            "data_used",
-            "checked_value",
-            "checked_on",
-            "held",
-        )
-    }
+def _tuple(v: Any) -> tuple[str, ...] | None:
+    return tuple(v) if v is not None else None
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
-
-
-def summarize(report: dict[str, Any]) -> list[str]:
-    """Plain-language sentences for the top of the report."""
-    r, f = report["risks"], report["floor"]
-    units = "nats" if report["omega"] == "shannon" else "loss units"
-    lines = [
-        f"Training risk {r['train']:.4f} {units}; held-out (check) risk {r['check']:.4f}: "
-        f"the measured gap is {r['gap']:+.4f}. Error: train {r['train_error']:.2%}, "
-        f"check {r['check_error']:.2%}.",
-        f"Data floor {f['value']:.4f}: no model can reach a training risk below it with these "
-        f"targets ({f['n_conflicting_groups']} groups of identical inputs with conflicting "
-        f"labels). The fitting error (train risk minus floor) is {f['fitting_error']:.4f}.",
-    ]
-    bounds = report["bounds"]
-    held = [b for b in bounds if b["held"] is not None]
-    certs = [b for b in held if b["kind"] != "estimate"]
-    n_held = sum(bool(b["held"]) for b in certs)
-    lines.append(
-        f"{n_held} of {len(certs)} certificates held when checked on data they did not use"
-        + "".join(
-            f"; the estimated limit {b['name']} {'held' if b['held'] else 'failed'}"
-            for b in held
-            if b["kind"] == "estimate"
-        )
-        + "."
-    )
-    # certificates on the network's own error (frozen-feature bounds certify a cell head)
-    errs = [b for b in bounds if b["quantity"] == "error" and b["name"].startswith("validation")]
-    if errs:
-        best = min(errs, key=lambda b: b["value"])
-        lines.append(
-            f"Tightest certificate on the test error: {best['value']:.2%} ({best['name']}, "
-            f"δ={best['delta']}); the error measured on the check split is "
-            f"{best['checked_value']:.2%}."
-        )
-    rows = report["layers"]
-    if len(rows) > 1:
-        losses = [
-            (row["name"], row["information_loss"]["value"])
-            for row in rows[1:]
-            if row["information_loss"]
-        ]
-        name, val = max(losses, key=lambda t: t[1])
-        last = rows[-1]
-        lines.append(
-            f"The largest estimated information loss, {val:.4f} {units}, happens at layer "
-            f"'{name}'. H(Y|{last['name']}) on held-out data is estimated at "
-            f"{last['H_heldout']['value']:.4f} (an estimate: {last['H_heldout']['method']}, "
-            "no guarantee)."
-        )
-        up = last.get("H_upper")
-        if up:
-            lines.append(
-                f"Certified: H(Y|{last['name']}) <= {up['profile']:.4f} with probability >= "
-                f"{1 - up['delta_total']:.2f} (held-out heads, any distribution). No "
-                "certificate can bound it from below, so no held-out risk floor is claimed."
-            )
-        low = last["H_heldout"]["ci"][0] if last["H_heldout"]["ci"] else None
-        if low is not None and r["train"] < low:
-            lines.append(
-                f"The training risk sits below the lower end ({low:.4f}) of the interval of the "
-                "estimated held-out conditional entropy of the network's own output: by the "
-                f"estimate, a generalization gap of about {low - r['train']:.4f} or more is "
-                "unavoidable (memorization signature; an estimate, not a certificate)."
-            )
-    if any("dpi_violation" in row["flags"] or "order_violation" in row["flags"] for row in rows):
-        lines.append(
-            "Some layers show an entropy decrease larger than estimation noise "
-            "(flag dpi_violation): treat those estimates with care."
-        )
-    return lines
+def _evaluate_config(cfg: EvaluateConfig, *, output: Output = None) -> Report:
+    """The checkpoint path: its recorded data and splits; writes the report when ``out``."""
+    if cfg.checkpoint is None:
+        raise ValidationError("EvaluateConfig.checkpoint must name a checkpoint directory or file")
+    clock, dev = _Clock(), resolve_device(cfg.device)
+    subject = _subject_from_checkpoint(cfg.checkpoint, cfg, dev)
+    inputs, _ = _checkpoint_inputs(subject, cfg)
+    clock.lap("load")
+    report = _pipeline(subject, inputs, cfg, output=output, device=dev, clock=clock)
+    if cfg.out is not None:
+        report.save(cfg.out)
+    return report

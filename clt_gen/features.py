@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from clt_gen._modes import eval_mode
 from clt_gen.errors import ValidationError, unknown_name_error
 
 __all__ = [
@@ -51,10 +52,37 @@ class LayerInfo:
     depth: int
 
 
-def list_layers(model: nn.Module, input_shape: tuple[int, ...] | list[int]) -> list[LayerInfo]:
-    """Every named submodule with the shape of its output for one input of ``input_shape``.
+def _example(model: nn.Module, example: torch.Tensor | tuple[int, ...] | list[int]) -> torch.Tensor:
+    """One input batch: ``example`` itself, or zeros of shape ``(1, *example)``."""
+    param = next(model.parameters(), None)
+    dev = param.device if param is not None else torch.device("cpu")
+    if isinstance(example, torch.Tensor):
+        return example.to(dev)
+    dtype = param.dtype if param is not None else torch.float32
+    return torch.zeros(1, *example, device=dev, dtype=dtype)
 
-    Modules whose output is not a single tensor are listed with an empty shape.
+
+def list_layers(
+    model: nn.Module,
+    example: torch.Tensor | tuple[int, ...] | list[int],
+    *,
+    graph: bool = False,
+) -> list[LayerInfo]:
+    """Every named submodule with the shape of its output for ``example``.
+
+    Parameters
+    ----------
+    model : nn.Module
+    example : tensor or shape
+        An input batch, or the shape of one example (without the batch dimension).
+    graph : bool
+        Also list torchvision FX graph nodes (activations that are not module outputs,
+        e.g. a residual ``add`` or a functional ``flatten``), with kind ``"graph node"``.
+
+    Returns
+    -------
+    list of LayerInfo
+        Modules whose output is not a single tensor have an empty shape.
     """
     shapes: dict[str, tuple[int, ...]] = {}
     handles = []
@@ -67,22 +95,16 @@ def list_layers(model: nn.Module, input_shape: tuple[int, ...] | list[int]) -> l
 
         return hook
 
-    modes = [(m, m.training) for m in model.modules()]
+    x = _example(model, example)
     try:
         for n, m in named:
             handles.append(m.register_forward_hook(hook_for(n)))
-        model.eval()
-        param = next(model.parameters(), None)
-        dev = param.device if param is not None else torch.device("cpu")
-        dtype = param.dtype if param is not None else torch.float32
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=dev, dtype=dtype))
+        with eval_mode(model), torch.no_grad():
+            model(x)
     finally:
         for h in handles:
             h.remove()
-        for m_, t_ in modes:
-            m_.training = t_
-    return [
+    infos = [
         LayerInfo(
             n,
             type(m).__name__,
@@ -92,12 +114,64 @@ def list_layers(model: nn.Module, input_shape: tuple[int, ...] | list[int]) -> l
         )
         for n, m in named
     ]
+    return infos + (_graph_infos(model, x, {n for n, _ in named}) if graph else [])
 
 
-def default_layers(model: nn.Module, input_shape: tuple[int, ...] | list[int]) -> list[str]:
+def _graph_infos(model: nn.Module, x: torch.Tensor, modules: set[str]) -> list[LayerInfo]:
+    """Graph nodes that are not module names, with their output shapes."""
+    from torchvision.models.feature_extraction import (
+        create_feature_extractor,
+        get_graph_node_names,
+    )
+
+    try:
+        nodes = [n for n in get_graph_node_names(model)[1] if n not in modules]
+        extractor = create_feature_extractor(model, return_nodes=nodes)
+        with eval_mode(extractor), torch.no_grad():
+            outs = extractor(x)
+    except Exception as exc:  # noqa: BLE001 - an untraceable model has no graph nodes
+        raise ValidationError(
+            f"the model cannot be traced by torch.fx ({type(exc).__name__}: {exc}); use module "
+            "names (list_layers without graph=True)"
+        ) from exc
+    return [
+        LayerInfo(
+            n,
+            "graph node",
+            tuple(o.shape[1:]) if isinstance(o, torch.Tensor) else (),
+            0,
+            n.count(".") + 1,
+        )
+        for n, o in outs.items()
+    ]
+
+
+_PLUMBING = (
+    nn.modules.batchnorm._NormBase,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.ReLU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.Dropout,
+    nn.Identity,
+)
+
+
+def default_layers(
+    model: nn.Module, example: torch.Tensor | tuple[int, ...] | list[int]
+) -> list[str]:
     """Top-level blocks (children of the model, and the blocks inside a top-level
-    ``Sequential`` of blocks), in forward order; the last one gives the logits."""
-    infos = [i for i in list_layers(model, input_shape) if i.output_shape]
+    ``Sequential`` of blocks), in forward order; the last one gives the logits.
+
+    Stand-alone normalization, activation and dropout modules are left out (they refine a
+    block's output rather than form a block), except as the penultimate or last layer.
+    """
+    infos = [i for i in list_layers(model, example) if i.output_shape]
     names = [i.name for i in infos if i.depth == 1]
     expanded: list[str] = []
     for n in names:
@@ -113,7 +187,13 @@ def default_layers(model: nn.Module, input_shape: tuple[int, ...] | list[int]) -
             expanded.extend(kids)
         else:
             expanded.append(n)
-    return expanded
+    modules = dict(model.named_modules())
+    keep = [
+        n
+        for i, n in enumerate(expanded)
+        if i >= len(expanded) - 2 or not isinstance(modules[n], _PLUMBING)
+    ]
+    return keep
 
 
 def resolve_layers(model: nn.Module, layers: list[str]) -> list[str]:

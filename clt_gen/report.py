@@ -1,265 +1,695 @@
-"""Rendering of evaluation reports: one self-contained HTML page with embedded plots,
-and a short text table for terminals. Works on the report dictionary only.
+"""Typed, frozen evaluation results: :class:`Report`, :class:`LayerRow` and their parts.
+
+A report is what :func:`clt_gen.evaluate` returns and what ``report.json`` holds. Every
+number in it is typed as what it is: an *estimate* (:class:`EntropyEstimate`,
+:class:`InformationLoss`: model-based, with an interval), a *certificate*
+(:class:`CertifiedUpper`, and the probabilistic/deterministic :class:`~clt_gen.bounds.Bound`)
+or a measurement (:class:`Risks`). ``to_dict``/``from_dict`` round-trip the JSON schema of
+``docs/report.md``; reports written by older versions (schema 1.0, 1.1) still load.
 
 Examples
 --------
->>> html = render_html({"summary": ["ok"], "risks": {}, "layers": [], "bounds": [],
-...                     "frozen_feature_curves": {}, "checkpoint": {}, "data": {},
-...                     "omega": "shannon", "floor": {}})
->>> html.startswith("<!DOCTYPE html>")
+>>> rep = Report.from_dict(example_report_dict())
+>>> rep.risks.gap == rep.risks.check - rep.risks.train
 True
+>>> Report.from_dict(rep.to_dict()) == rep
+True
+>>> [row.name for row in rep.layers]
+['input', 'logits']
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import io
+import json
+import math
+import os
+import pathlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-__all__ = ["render_html", "summary_table", "plot_png"]
+from clt_gen._io import atomic_write_text
+from clt_gen.bounds import Bound
+from clt_gen.errors import ValidationError, unknown_name_error
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "READABLE_SCHEMAS",
+    "EntropyEstimate",
+    "CertifiedUpper",
+    "InformationLoss",
+    "LayerRow",
+    "Risks",
+    "Floor",
+    "Report",
+    "load_report",
+    "jsonable",
+    "example_report_dict",
+]
+
+SCHEMA_VERSION = "1.2"
+READABLE_SCHEMAS = ("1.0", "1.1", "1.2")
 
 
-def plot_png(fig: Any) -> str:
-    """A matplotlib figure as a base64 PNG ``<img>`` tag (and close it)."""
-    import matplotlib.pyplot as plt
+def jsonable(obj: Any) -> Any:
+    """``obj`` with tuples as lists, NumPy scalars as Python numbers, non-finite as None."""
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        return obj
+    if hasattr(obj, "dtype") and getattr(obj, "shape", None) == ():
+        obj = obj.item()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    return obj
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    data = base64.b64encode(buf.getvalue()).decode()
-    return f'<img alt="plot" src="data:image/png;base64,{data}"/>'
+
+def _pair(v: Any) -> tuple[float, float] | None:
+    return (float(v[0]), float(v[1])) if v else None
 
 
-def _figures(report: dict[str, Any]) -> list[tuple[str, str]]:
-    import matplotlib
+def _opt_float(v: Any) -> float | None:
+    return None if v is None else float(v)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
 
-    figs: list[tuple[str, str]] = []
-    rows = report.get("layers", [])
-    if rows:
-        names = [r["name"] for r in rows]
-        x = np.arange(len(rows))
-        fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(rows) + 2), 3.4))
-        for key, label, off, color in (
-            ("H_train", "train features", -0.1, "#1f77b4"),
-            ("H_heldout", "held-out features", 0.1, "#d62728"),
-        ):
-            vals = np.array([r[key]["value"] for r in rows])
-            lo = np.array([r[key]["ci"][0] if r[key]["ci"] else r[key]["value"] for r in rows])
-            hi = np.array([r[key]["ci"][1] if r[key]["ci"] else r[key]["value"] for r in rows])
-            lo, hi = np.minimum(lo, vals), np.maximum(hi, vals)
-            ax.errorbar(
-                x + off,
-                vals,
-                yerr=[vals - lo, hi - vals],
-                fmt="o-",
-                capsize=3,
-                label=label,
-                color=color,
-            )
-        risks = report.get("risks", {})
-        if "train" in risks:
-            ax.axhline(risks["train"], ls="--", color="#1f77b4", lw=1, label="train risk")
-            ax.axhline(risks["check"], ls=":", color="#d62728", lw=1, label="check risk")
-        ax.set_xticks(x, names, rotation=30, ha="right")
-        ax.set_ylabel(f"H_Ω(Y|Z)  ({report.get('omega')})")
-        ax.set_title("Conditional entropy of labels given each layer (95% CI)")
-        ax.legend(fontsize=8)
-        figs.append(("Layer entropies", plot_png(fig)))
+@dataclass(frozen=True)
+class EntropyEstimate:
+    """An *estimate* of ``H_Ω(Y|Z)`` (no guarantee; ``assumption`` says what it rests on).
 
-        loss_rows = [r for r in rows if r.get("information_loss")]
-        if loss_rows:
-            fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(loss_rows) + 2), 3.0))
-            vals = np.array([r["information_loss"]["value"] for r in loss_rows])
-            ci = np.array(
-                [
-                    r["information_loss"]["ci"] or [v, v]
-                    for r, v in zip(loss_rows, vals, strict=True)
-                ]
-            )
-            colors = ["#d62728" if "dpi_violation" in r["flags"] else "#2ca02c" for r in loss_rows]
-            ax.bar(
-                range(len(vals)),
-                vals,
-                color=colors,
-                yerr=[vals - ci[:, 0], ci[:, 1] - vals],
-                capsize=3,
-            )
-            ax.axhline(0, color="k", lw=0.8)
-            ax.set_xticks(range(len(vals)), [r["name"] for r in loss_rows], rotation=30, ha="right")
-            ax.set_ylabel("Δ = H(Y|Z_l) − H(Y|Z_{l−1})")
-            ax.set_title("Information lost by each layer (paired 95% CI; red: DPI flag)")
-            figs.append(("Information loss", plot_png(fig)))
+    Attributes
+    ----------
+    value : float
+    ci : (float, float) or None
+        Interval of the estimate (what it covers is stated in ``assumption``).
+    stderr : float or None
+    method : str
+        Estimator name (:mod:`estimators.methods`).
+    assumption : str
+    raw, raw_ci, from_layer : optional
+        With data-processing-consistent profiles: the layer's own value and interval, and
+        the layer whose head gave ``value``.
+    """
 
-    bounds = [b for b in report.get("bounds", []) if b.get("checked_value") is not None]
-    if bounds:
-        fig, ax = plt.subplots(figsize=(7, 0.38 * len(bounds) + 1.2))
-        for i, b in enumerate(bounds):
-            color = "#2ca02c" if b["held"] else "#d62728"
-            ax.plot(
-                [b["value"]],
-                [i],
-                marker="|" if b["side"] == "upper" else "|",
-                markersize=16,
-                color=color,
-                mew=3,
-            )
-            ax.plot([b["checked_value"]], [i], "ko", markersize=4)
-            ax.plot([b["value"], b["checked_value"]], [i, i], color=color, lw=1)
-        ax.set_yticks(
-            range(len(bounds)),
-            [f"{b['name']} ({b['quantity']}, {b['side']})" for b in bounds],
-            fontsize=8,
+    value: float
+    ci: tuple[float, float] | None
+    stderr: float | None
+    method: str
+    assumption: str = ""
+    raw: float | None = None
+    raw_ci: tuple[float, float] | None = None
+    from_layer: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary (``raw``/``raw_ci``/``from_layer`` only when set)."""
+        d: dict[str, Any] = {
+            "value": self.value,
+            "ci": list(self.ci or []),
+            "stderr": self.stderr,
+            "method": self.method,
+            "assumption": self.assumption,
+        }
+        if self.from_layer is not None:
+            d.update(raw=self.raw, raw_ci=list(self.raw_ci or []), from_layer=self.from_layer)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> EntropyEstimate:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            value=float(d["value"]) if d["value"] is not None else math.nan,
+            ci=_pair(d.get("ci")),
+            stderr=_opt_float(d.get("stderr")),
+            method=str(d.get("method", "")),
+            assumption=str(d.get("assumption", "")),
+            raw=_opt_float(d.get("raw")),
+            raw_ci=_pair(d.get("raw_ci")),
+            from_layer=d.get("from_layer"),
         )
-        ax.set_xscale("symlog", linthresh=0.05)
-        lowest = min(min(b["value"], b["checked_value"]) for b in bounds)
-        if lowest >= 0:
-            ax.set_xlim(left=0)
-        ax.set_xlabel(
-            "certified value (bar) and value checked on held-out data (dot); symlog scale"
+
+    @property
+    def lower(self) -> float:
+        """Lower end of the interval (the value when there is none)."""
+        return self.ci[0] if self.ci else self.value
+
+
+@dataclass(frozen=True)
+class CertifiedUpper:
+    """A *certified* upper bound on ``H_Ω(Y|Z)`` from held-out scores of fitted heads.
+
+    Attributes
+    ----------
+    value : float
+        ``U``: holds with probability >= 1 − ``delta`` for any distribution.
+    delta : float
+        This layer's share (``delta_total / L``).
+    delta_total : float
+        All layers' certificates hold together with probability >= 1 − ``delta_total``.
+    profile : float
+        ``U* = min`` of ``U`` over this and later layers (data processing).
+    details : dict
+        Everything else of :class:`estimators.UpperBound` (heads, folds, concentration).
+    """
+
+    value: float
+    delta: float
+    delta_total: float
+    profile: float
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary (the details are merged in)."""
+        return {
+            **dict(self.details),
+            "value": self.value,
+            "delta": self.delta,
+            "delta_total": self.delta_total,
+            "profile": self.profile,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CertifiedUpper:
+        """Inverse of :meth:`to_dict`."""
+        core = ("value", "delta", "delta_total", "profile")
+        return cls(
+            value=float(d["value"]),
+            delta=float(d["delta"]),
+            delta_total=float(d["delta_total"]),
+            profile=float(d["profile"]),
+            details={k: v for k, v in d.items() if k not in core},
         )
-        ax.set_title("Each bound against its checked value (green: held)")
-        ax.invert_yaxis()
-        figs.append(("Bounds checked", plot_png(fig)))
-
-    curves = report.get("frozen_feature_curves", {})
-    if curves:
-        fig, ax = plt.subplots(figsize=(6, 3.4))
-        for name, curve in curves.items():
-            m = [c["n_cells"] for c in curve]
-            line = ax.plot(m, [c["certified"] for c in curve], "o-", label=f"{name} certified")
-            ax.plot(m, [c["empirical_risk"] for c in curve], "--", color=line[0].get_color(), lw=1)
-            if "checked" in curve[0]:
-                ax.plot(m, [c["checked"] for c in curve], "x", color=line[0].get_color())
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("cells M (k-means on the layer's features)")
-        ax.set_ylabel("0-1 error")
-        ax.set_title("Frozen-feature bound vs M (dashed: empirical; x: checked)")
-        ax.legend(fontsize=7, ncol=2)
-        figs.append(("Frozen-feature bound", plot_png(fig)))
-    return figs
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if v is None:
-        return "—"
-    return html.escape(str(v))
+@dataclass(frozen=True)
+class InformationLoss:
+    """Estimated ``H(Y|Z_l) − H(Y|Z_{l−1})`` (paired), with its interval."""
+
+    value: float
+    ci: tuple[float, float] | None
+    from_layer: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary (``from`` names the previous layer)."""
+        return {"value": self.value, "ci": list(self.ci or []), "from": self.from_layer}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> InformationLoss:
+        """Inverse of :meth:`to_dict`."""
+        return cls(float(d["value"]), _pair(d.get("ci")), str(d["from"]))
 
 
-def render_html(report: dict[str, Any]) -> str:
-    """The whole report as one self-contained HTML page (plots embedded as PNG)."""
-    ck, data = report.get("checkpoint", {}), report.get("data", {})
-    parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>clt_gen report</title>",
-        "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
-        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
-        "padding:3px 7px;text-align:right}th{background:#f3f3f3}.ok{color:#2a7d2a}"
-        ".bad{color:#c22}.summary li{margin:.3em 0}img{max-width:100%}</style></head><body>",
-        f"<h1>clt_gen report: {_fmt(ck.get('arch'))} on {_fmt(data.get('name'))}</h1>",
-        f"<p>checkpoint <code>{_fmt(ck.get('path'))}</code> (sha256 "
-        f"{_fmt(str(ck.get('sha256', ''))[:12])}…), Ω = {_fmt(report.get('omega'))}, "
-        f"clt_gen {_fmt(report.get('version'))}</p>",
-        "<h2>Summary</h2><ul class='summary'>",
-        *[f"<li>{html.escape(s)}</li>" for s in report.get("summary", [])],
-        "</ul>",
-    ]
-    risks = report.get("risks", {})
-    if risks:
-        parts.append(
-            "<h2>Risks</h2><table><tr>"
-            + "".join(f"<th>{html.escape(k)}</th>" for k in risks)
-            + "</tr><tr>"
-            + "".join(f"<td>{_fmt(v)}</td>" for v in risks.values())
-            + "</tr></table>"
+@dataclass(frozen=True)
+class LayerRow:
+    """One layer of the report: its estimates, certificate and flags.
+
+    Attributes
+    ----------
+    name : str
+    n_features : int
+        Dimension after reduction.
+    H_train, H_heldout : EntropyEstimate
+    H_upper : CertifiedUpper or None
+    information_loss : InformationLoss or None
+        From the previous layer (None for the first).
+    flags : tuple of str
+    """
+
+    name: str
+    n_features: int
+    H_train: EntropyEstimate
+    H_heldout: EntropyEstimate
+    H_upper: CertifiedUpper | None = None
+    information_loss: InformationLoss | None = None
+    flags: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary."""
+        return {
+            "name": self.name,
+            "n_features": self.n_features,
+            "H_train": self.H_train.to_dict(),
+            "H_heldout": self.H_heldout.to_dict(),
+            "H_upper": self.H_upper.to_dict() if self.H_upper else None,
+            "information_loss": (
+                self.information_loss.to_dict() if self.information_loss else None
+            ),
+            "flags": list(self.flags),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LayerRow:
+        """Inverse of :meth:`to_dict` (schema 1.0 rows have no ``H_upper``)."""
+        up, loss = d.get("H_upper"), d.get("information_loss")
+        return cls(
+            name=str(d["name"]),
+            n_features=int(d["n_features"]),
+            H_train=EntropyEstimate.from_dict(d["H_train"]),
+            H_heldout=EntropyEstimate.from_dict(d["H_heldout"]),
+            H_upper=CertifiedUpper.from_dict(up) if up else None,
+            information_loss=InformationLoss.from_dict(loss) if loss else None,
+            flags=tuple(d.get("flags", ())),
         )
-    for title, img in _figures(report):
-        parts.append(f"<h2>{html.escape(title)}</h2>{img}")
-    if report.get("layers"):
-        parts.append(
-            "<h2>Layers</h2><p>H train and H held-out are <b>estimates</b> (model-based; "
-            "interval: sampling noise given the fitted heads). U is a <b>certified upper "
-            "bound</b> on H(Y|Z) from held-out data (holds with probability ≥ 1−δ for any "
-            "distribution, δ shared by all layers); U* = min over later layers of U (data "
-            "processing). H(Y|Z) cannot be certified from below.</p>"
-            "<table><tr><th>layer</th><th>features</th><th>H train (est.)</th>"
-            "<th>H held-out (est.)</th><th>U (cert.)</th><th>U* (cert.)</th>"
-            "<th>info loss (est.)</th><th>flags</th></tr>"
-        )
-        for r in report["layers"]:
-            loss = r.get("information_loss")
-            up = r.get("H_upper") or {}
-            parts.append(
-                f"<tr><td>{_fmt(r['name'])}</td><td>{r['n_features']}</td>"
-                f"<td>{_fmt(r['H_train']['value'])}</td><td>{_fmt(r['H_heldout']['value'])}</td>"
-                f"<td>{_fmt(up.get('value'))}</td><td>{_fmt(up.get('profile'))}</td>"
-                f"<td>{_fmt(loss['value']) if loss else '—'}</td>"
-                f"<td>{_fmt(', '.join(r['flags']))}</td></tr>"
+
+
+def _from_fields(cls: Any, d: Mapping[str, Any]) -> Any:
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: (math.nan if v is None else v) for k, v in d.items() if k in names})
+
+
+@dataclass(frozen=True)
+class Risks:
+    """Risks measured by the network on each split (``train`` with the training targets).
+
+    Attributes
+    ----------
+    train, certify, check : float
+        Mean loss under Ω.
+    train_error, certify_error, check_error : float
+        0-1 error of the argmax.
+    train_brier, check_brier : float
+        Brier risk of the link's probabilities (in [0, 1]).
+    label_smoothing : float
+    train_loss_max : float
+    gap, error_gap : float
+        ``check − train`` of the risk and of the error.
+    """
+
+    train: float
+    certify: float
+    check: float
+    train_error: float
+    certify_error: float
+    check_error: float
+    train_brier: float
+    check_brier: float
+    label_smoothing: float
+    train_loss_max: float
+    gap: float
+    error_gap: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Risks:
+        """Inverse of :meth:`to_dict`."""
+        return _from_fields(cls, d)
+
+
+@dataclass(frozen=True)
+class Floor:
+    """The data floor (a deterministic lower bound on every model's training risk)."""
+
+    value: float
+    fitting_error: float
+    n_duplicate_groups: int
+    n_conflicting_groups: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Floor:
+        """Inverse of :meth:`to_dict`."""
+        return _from_fields(cls, d)
+
+
+def _bound_from_dict(d: Mapping[str, Any]) -> Bound:
+    names = {f.name for f in fields(Bound)}
+    kw = {k: v for k, v in d.items() if k in names}
+    kw["assumptions"] = tuple(kw.get("assumptions", ()))
+    kw["terms"] = dict(kw.get("terms") or {})
+    return Bound(**kw)
+
+
+_BOUND_KEYS = (
+    "name",
+    "kind",
+    "quantity",
+    "side",
+    "value",
+    "delta",
+    "terms",
+    "assumptions",
+    "data_used",
+    "checked_value",
+    "checked_on",
+    "held",
+)
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything one evaluation found, typed; what ``report.json`` holds.
+
+    Attributes
+    ----------
+    risks : Risks
+    floor : Floor
+    layers : tuple of LayerRow
+        In forward order.
+    bounds : tuple of Bound
+        Certificates (``kind`` deterministic/probabilistic) and estimated limits
+        (``kind="estimate"``), each checked on data it did not use.
+    omega : str
+    loss_max : dict
+        ``observed`` maximal loss and the ``shannon_cap``.
+    model, data : dict
+        Provenance: what was evaluated (``model`` is the JSON key ``checkpoint``) and on
+        which data (sizes, fingerprint, how held-out data was split).
+    config : dict
+        The resolved options, policy included.
+    estimator : dict
+    frozen_feature_curves : dict
+    trainability : dict or None
+    timings : dict
+    summary_lines : tuple of str
+    schema_version, version : str
+
+    Examples
+    --------
+    >>> rep = Report.from_dict(example_report_dict())
+    >>> rep.best_error_certificate().name
+    'validation_kl'
+    >>> print(rep.summary().splitlines()[0][:30])
+    Training risk 0.1000 nats; hel
+    """
+
+    risks: Risks
+    floor: Floor
+    layers: tuple[LayerRow, ...]
+    bounds: tuple[Bound, ...]
+    omega: str = "shannon"
+    loss_max: Mapping[str, Any] = field(default_factory=dict)
+    model: Mapping[str, Any] = field(default_factory=dict)
+    data: Mapping[str, Any] = field(default_factory=dict)
+    config: Mapping[str, Any] = field(default_factory=dict)
+    estimator: Mapping[str, Any] = field(default_factory=dict)
+    frozen_feature_curves: Mapping[str, Any] = field(default_factory=dict)
+    trainability: Mapping[str, Any] | None = None
+    timings: Mapping[str, float] = field(default_factory=dict)
+    summary_lines: tuple[str, ...] = ()
+    schema_version: str = SCHEMA_VERSION
+    version: str = ""
+
+    # -- access ---------------------------------------------------------------------------
+    def layer(self, name: str) -> LayerRow:
+        """The row of layer ``name``."""
+        for row in self.layers:
+            if row.name == name:
+                return row
+        raise unknown_name_error("layer", name, [r.name for r in self.layers])
+
+    def certificates(self) -> tuple[Bound, ...]:
+        """Bounds that hold with a guarantee (deterministic or probabilistic)."""
+        return tuple(b for b in self.bounds if b.kind != "estimate")
+
+    def estimated_limits(self) -> tuple[Bound, ...]:
+        """Limits built from estimates (no guarantee)."""
+        return tuple(b for b in self.bounds if b.kind == "estimate")
+
+    def best_error_certificate(self) -> Bound | None:
+        """The tightest certificate on the network's own 0-1 test error."""
+        errs = [b for b in self.certificates() if b.quantity == "error"]
+        return min(errs, key=lambda b: b.value) if errs else None
+
+    # -- serialization ----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON schema of ``docs/report.md`` (plain Python types)."""
+        d: dict[str, Any] = {
+            "schema_version": self.schema_version,
+            "version": self.version,
+            "config": dict(self.config),
+            "checkpoint": dict(self.model),
+            "data": dict(self.data),
+            "omega": self.omega,
+            "estimator": dict(self.estimator),
+            "risks": self.risks.to_dict(),
+            "floor": self.floor.to_dict(),
+            "loss_max": dict(self.loss_max),
+            "layers": [row.to_dict() for row in self.layers],
+            "bounds": [{k: b.to_dict()[k] for k in _BOUND_KEYS} for b in self.bounds],
+            "frozen_feature_curves": dict(self.frozen_feature_curves),
+            "trainability": dict(self.trainability) if self.trainability is not None else None,
+            "timings": dict(self.timings),
+            "summary": list(self.summary_lines),
+        }
+        return jsonable(d)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Report:
+        """Read a report dictionary of any readable schema version."""
+        version = str(d.get("schema_version", "1.0"))
+        if version not in READABLE_SCHEMAS:
+            raise ValidationError(
+                f"report schema_version must be one of {READABLE_SCHEMAS} (got {version!r}); "
+                "upgrade clt_gen to read it"
             )
-        parts.append("</table>")
-    if report.get("bounds"):
-        parts.append(
-            "<h2>Bounds</h2><table><tr><th>bound</th><th>kind</th><th>quantity</th>"
-            "<th>side</th><th>value</th><th>δ</th><th>checked</th><th>held</th>"
-            "<th>data used</th></tr>"
+        missing = [k for k in ("risks", "floor", "layers", "bounds") if k not in d]
+        if missing:
+            raise ValidationError(f"a report needs the sections {missing} (got {sorted(d)})")
+        return cls(
+            risks=Risks.from_dict(d["risks"]),
+            floor=Floor.from_dict(d["floor"]),
+            layers=tuple(LayerRow.from_dict(r) for r in d["layers"]),
+            bounds=tuple(_bound_from_dict(b) for b in d["bounds"]),
+            omega=str(d.get("omega", "shannon")),
+            loss_max=dict(d.get("loss_max") or {}),
+            model=dict(d.get("checkpoint") or {}),
+            data=dict(d.get("data") or {}),
+            config=dict(d.get("config") or {}),
+            estimator=dict(d.get("estimator") or {}),
+            frozen_feature_curves=dict(d.get("frozen_feature_curves") or {}),
+            trainability=d.get("trainability"),
+            timings=dict(d.get("timings") or {}),
+            summary_lines=tuple(d.get("summary", ())),
+            schema_version=version,
+            version=str(d.get("version", "")),
         )
-        for b in report["bounds"]:
-            cls = "ok" if b["held"] else "bad"
-            parts.append(
-                f"<tr><td>{_fmt(b['name'])}</td><td>{b['kind']}</td><td>{b['quantity']}</td>"
-                f"<td>{b['side']}</td><td>{_fmt(b['value'])}</td><td>{_fmt(b['delta'])}</td>"
-                f"<td>{_fmt(b['checked_value'])}</td><td class='{cls}'>{_fmt(b['held'])}</td>"
-                f"<td>{_fmt(b['data_used'])}</td></tr>"
+
+    def to_json(self) -> str:
+        """``report.json``'s text."""
+        return json.dumps(self.to_dict(), indent=2)
+
+    def save(self, directory: str | os.PathLike[str]) -> pathlib.Path:
+        """Write ``report.json`` and ``report.html`` into ``directory`` (each atomically).
+
+        Returns the directory.
+        """
+        from clt_gen.render import render_html
+
+        out = pathlib.Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "report.json", self.to_json())
+        atomic_write_text(out / "report.html", render_html(self.to_dict()))
+        return out
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Report:
+        """Read ``report.json`` (a directory holding one is accepted)."""
+        return load_report(path)
+
+    def with_summary(self) -> Report:
+        """A copy whose ``summary_lines`` are written from its numbers."""
+        return replace(self, summary_lines=tuple(summary_sentences(self)))
+
+    # -- display ------------------------------------------------------------------------------
+    def summary(self) -> str:
+        """Plain-language sentences, one per line."""
+        return "\n".join(self.summary_lines or summary_sentences(self))
+
+    def table(self) -> str:
+        """A short terminal table: risks, floor, per-layer entropies, bounds."""
+        from clt_gen.render import summary_table
+
+        return summary_table(self.to_dict())
+
+    def _repr_html_(self) -> str:
+        from clt_gen.render import render_html
+
+        return render_html(self.to_dict())
+
+    def layers_frame(self) -> Any:
+        """The layer table as a pandas DataFrame (needs pandas)."""
+        pd = _pandas()
+        rows = []
+        for r in self.layers:
+            rows.append(
+                {
+                    "layer": r.name,
+                    "n_features": r.n_features,
+                    "H_train": r.H_train.value,
+                    "H_heldout": r.H_heldout.value,
+                    "H_heldout_low": r.H_heldout.ci[0] if r.H_heldout.ci else None,
+                    "H_heldout_high": r.H_heldout.ci[1] if r.H_heldout.ci else None,
+                    "U_certified": r.H_upper.value if r.H_upper else None,
+                    "U_star_certified": r.H_upper.profile if r.H_upper else None,
+                    "information_loss": (r.information_loss.value if r.information_loss else None),
+                    "flags": ",".join(r.flags),
+                }
             )
-        parts.append("</table>")
-    if report.get("trainability"):
-        tr = report["trainability"]
-        parts.append(
-            "<h2>Trainability</h2><table>"
-            + "".join(
-                f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>"
-                for k, v in tr.items()
-                if not isinstance(v, (list, dict))
-            )
-            + "</table>"
+        return pd.DataFrame(rows).set_index("layer")
+
+    def bounds_frame(self) -> Any:
+        """The bound table as a pandas DataFrame (needs pandas)."""
+        pd = _pandas()
+        cols = ("name", "kind", "quantity", "side", "value", "delta", "checked_value", "held")
+        return pd.DataFrame([{c: getattr(b, c) for c in cols} for b in self.bounds]).set_index(
+            "name"
         )
-    parts.append(
-        "<p style='color:#777;font-size:12px'>Deterministic bounds hold for every "
-        "distribution (up to the estimation error of the entropies they use); "
-        "probabilistic bounds fail with probability at most δ. Every certificate was "
-        "computed without the check split it is compared with.</p></body></html>"
-    )
-    return "\n".join(parts)
 
 
-def summary_table(report: dict[str, Any]) -> str:
-    """A short terminal table: risks, floor, per-layer entropies, bounds."""
-    r, f = report["risks"], report["floor"]
+def _pandas() -> Any:
+    try:
+        import pandas as pd
+    except ImportError as exc:  # pragma: no cover - pandas is a test dependency
+        raise ImportError(
+            "tables as DataFrames need pandas: pip install pandas (or clt_gen[pandas])"
+        ) from exc
+    return pd
+
+
+def load_report(path: str | os.PathLike[str]) -> Report:
+    """Read a ``report.json`` (a directory holding one is accepted) as a :class:`Report`.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> d = Report.from_dict(example_report_dict()).save(tempfile.mkdtemp())
+    >>> load_report(d).floor.value
+    0.0
+    """
+    p = pathlib.Path(path)
+    if p.is_dir():
+        p = p / "report.json"
+    if not p.exists():
+        raise ValidationError(
+            f"path must be a report.json or a directory holding one (got {str(path)!r}); "
+            "run `clt-gen evaluate` first"
+        )
+    return Report.from_dict(json.loads(p.read_text()))
+
+
+def summary_sentences(report: Report) -> list[str]:
+    """Plain-language sentences for the top of the report (estimates named as such)."""
+    r, f = report.risks, report.floor
+    units = "nats" if report.omega == "shannon" else "loss units"
     lines = [
-        f"risk   train {r['train']:.4f}  check {r['check']:.4f}  gap {r['gap']:+.4f}   "
-        f"error train {r['train_error']:.3f} check {r['check_error']:.3f}",
-        f"floor  {f['value']:.4f}   fitting error {f['fitting_error']:.4f}",
-        "estimates: H train, H held-out, info loss; certified (held-out, δ over all "
-        "layers): U, U* = min of U over later layers",
-        f"{'layer':<14}{'dim':>5}{'H train':>10}{'H held-out':>12}{'U':>9}{'U*':>9}"
-        f"{'info loss':>11}",
+        f"Training risk {r.train:.4f} {units}; held-out (check) risk {r.check:.4f}: "
+        f"the measured gap is {r.gap:+.4f}. Error: train {r.train_error:.2%}, "
+        f"check {r.check_error:.2%}.",
+        f"Data floor {f.value:.4f}: no model can reach a training risk below it with these "
+        f"targets ({f.n_conflicting_groups} groups of identical inputs with conflicting "
+        f"labels). The fitting error (train risk minus floor) is {f.fitting_error:.4f}.",
     ]
-    for row in report["layers"]:
-        loss = row["information_loss"]["value"] if row["information_loss"] else float("nan")
-        up = row.get("H_upper") or {}
-        lines.append(
-            f"{row['name']:<14}{row['n_features']:>5}{row['H_train']['value']:>10.4f}"
-            f"{row['H_heldout']['value']:>12.4f}{up.get('value', float('nan')):>9.4f}"
-            f"{up.get('profile', float('nan')):>9.4f}{loss:>11.4f}"
-            + ("  " + ",".join(row["flags"]) if row["flags"] else "")
+    certs = [b for b in report.certificates() if b.held is not None]
+    limits = [b for b in report.estimated_limits() if b.held is not None]
+    lines.append(
+        f"{sum(bool(b.held) for b in certs)} of {len(certs)} certificates held when checked "
+        "on data they did not use"
+        + "".join(
+            f"; the estimated limit {b.name} {'held' if b.held else 'failed'}" for b in limits
         )
-    lines.append(f"{'bound':<44}{'value':>9}{'checked':>9}  held")
-    for b in report["bounds"]:
-        checked = b["checked_value"] if b["checked_value"] is not None else float("nan")
-        lines.append(f"{b['name'][:43]:<44}{b['value']:>9.4f}{checked:>9.4f}  {b['held']}")
-    return "\n".join(lines)
+        + "."
+    )
+    best = report.best_error_certificate()
+    if best is not None and best.checked_value is not None:
+        lines.append(
+            f"Tightest certificate on the test error: {best.value:.2%} ({best.name}, "
+            f"δ={best.delta}); the error measured on the check split is "
+            f"{best.checked_value:.2%}."
+        )
+    lines.extend(_layer_sentences(report, units))
+    return lines
+
+
+def _layer_sentences(report: Report, units: str) -> list[str]:
+    rows, lines = report.layers, []
+    if len(rows) > 1:
+        losses = [(row.name, row.information_loss.value) for row in rows if row.information_loss]
+        name, val = max(losses, key=lambda t: t[1])
+        last = rows[-1]
+        lines.append(
+            f"The largest estimated information loss, {val:.4f} {units}, happens at layer "
+            f"'{name}'. H(Y|{last.name}) on held-out data is estimated at "
+            f"{last.H_heldout.value:.4f} (an estimate: {last.H_heldout.method}, "
+            "no guarantee)."
+        )
+        if last.H_upper:
+            lines.append(
+                f"Certified: H(Y|{last.name}) <= {last.H_upper.profile:.4f} with probability "
+                f">= {1 - last.H_upper.delta_total:.2f} (held-out heads, any distribution). No "
+                "certificate can bound it from below, so no held-out risk floor is claimed."
+            )
+        low = last.H_heldout.ci[0] if last.H_heldout.ci else None
+        if low is not None and report.risks.train < low:
+            lines.append(
+                f"The training risk sits below the lower end ({low:.4f}) of the interval of the "
+                "estimated held-out conditional entropy of the network's own output: by the "
+                f"estimate, a generalization gap of about {low - report.risks.train:.4f} or "
+                "more is unavoidable (memorization signature; an estimate, not a certificate)."
+            )
+    if any({"dpi_violation", "order_violation"} & set(row.flags) for row in rows):
+        lines.append(
+            "Some layers show an entropy decrease larger than estimation noise "
+            "(flag dpi_violation): treat those estimates with care."
+        )
+    return lines
+
+
+def example_report_dict() -> dict[str, Any]:
+    """A small, complete report dictionary (schema 1.2), for examples and tests."""
+    est = {"value": 0.5, "ci": [0.4, 0.6], "stderr": 0.05, "method": "auto", "assumption": "x"}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "version": "0",
+        "risks": {
+            "train": 0.1,
+            "certify": 0.3,
+            "check": 0.32,
+            "train_error": 0.02,
+            "certify_error": 0.08,
+            "check_error": 0.09,
+            "train_brier": 0.02,
+            "check_brier": 0.07,
+            "label_smoothing": 0.0,
+            "train_loss_max": 2.0,
+            "gap": 0.32 - 0.1,
+            "error_gap": 0.09 - 0.02,
+        },
+        "floor": {
+            "value": 0.0,
+            "fitting_error": 0.1,
+            "n_duplicate_groups": 0,
+            "n_conflicting_groups": 0,
+        },
+        "layers": [
+            {"name": "input", "n_features": 4, "H_train": est, "H_heldout": est, "flags": []},
+            {
+                "name": "logits",
+                "n_features": 3,
+                "H_train": est,
+                "H_heldout": est,
+                "H_upper": {"value": 0.7, "delta": 0.025, "delta_total": 0.05, "profile": 0.7},
+                "information_loss": {"value": 0.0, "ci": [-0.01, 0.01], "from": "input"},
+                "flags": [],
+            },
+        ],
+        "bounds": [
+            {
+                "name": name,
+                "kind": "probabilistic",
+                "quantity": "error",
+                "side": "upper",
+                "value": value,
+                "delta": 0.05,
+                "checked_value": 0.09,
+                "checked_on": "check",
+                "held": True,
+            }
+            for name, value in (("validation_kl", 0.12), ("validation_hoeffding", 0.15))
+        ],
+    }

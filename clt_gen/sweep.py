@@ -142,9 +142,7 @@ def run_job(job: dict[str, Any], out_root: str, threads: int | None = None) -> d
             if key in ev:
                 ev[key] = tuple(ev[key])
         report = evaluate(EvaluateConfig(checkpoint=str(ckpt), out=str(jdir / "eval"), **ev))
-        record["report"] = {
-            k: report[k] for k in ("risks", "floor", "loss_max", "layers", "bounds", "trainability")
-        }
+        record["report"] = report.to_dict()
     if job.get("sweep", {}).get("measures", False):
         record["measures"] = _measures(ck, cfg)
     record["seconds"] = time.perf_counter() - t0

@@ -33,11 +33,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from clt_gen._modes import eval_mode
+from clt_gen._modes import eval_mode, resolve_device
 from clt_gen.callbacks import Callback, TrainState
 from clt_gen.checkpoints import save_checkpoint
 from clt_gen.data import DataConfig, Splits, augment_batch, load_dataset, make_splits
-from clt_gen.duality import get_regularizer
+from clt_gen.duality import get_regularizer, objective, smoothed_targets
 from clt_gen.errors import ValidationError
 from clt_gen.models import build_model
 
@@ -130,35 +130,6 @@ class TrainResult:
     path: pathlib.Path
     metrics: dict[str, float]
     meta: dict[str, Any]
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto``: CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValidationError(
-            "device='cuda' was requested but no CUDA device is available; "
-            "use device='auto' or 'cpu'"
-        )
-    return torch.device(device)
-
-
-def smoothed_targets(
-    y: torch.Tensor, n_classes: int, eps: float, dtype: torch.dtype
-) -> torch.Tensor:
-    """``(1 − ε) e_y + ε/K``."""
-    t = torch.nn.functional.one_hot(y, n_classes).to(dtype)
-    return t * (1.0 - eps) + eps / n_classes if eps else t
-
-
-def objective(reg: Any, scores: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
-    """Per-example risk under smoothed targets: ``Ω(e_y) + Ω*(ν) − ⟨t, ν⟩``."""
-    scores = scores.float() if scores.dtype in (torch.float16, torch.bfloat16) else scores
-    if reg.name == "shannon":
-        return nn.functional.cross_entropy(scores, y, label_smoothing=eps, reduction="none")
-    t = smoothed_targets(y, scores.shape[-1], eps, scores.dtype)
-    return reg.target_loss(t, scores)
 
 
 @torch.no_grad()

@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 from clt_gen.population import by_stratum, granulated_kendall, kendall_tau, pgdl_score
+from clt_gen.report import Report
 from clt_gen.sweep import run_sweep
 
 HP = ("arch", "arch_kwargs.k", "arch_kwargs.w", "weight_decay", "data.random_labels")
@@ -58,19 +59,18 @@ def manifest(out: str) -> dict:
 
 
 def predictors(rec: dict) -> dict[str, float | None]:
-    rep = rec["report"]
-    layers = rep["layers"]
-    h_train = [row["H_train"]["value"] for row in layers]
-    tr = rep.get("trainability") or {}
+    rep = Report.from_dict(rec["report"])
+    h_train = [row.H_train.value for row in rep.layers]
+    tr = rep.trainability or {}
     out: dict[str, float | None] = {
-        "clt.train_risk": rep["risks"]["train"],
-        "clt.fitting_error": rep["floor"]["fitting_error"],
+        "clt.train_risk": rep.risks.train,
+        "clt.fitting_error": rep.floor.fitting_error,
         "clt.H_logits_train": h_train[-1],
-        "clt.H_logits_train_minus_risk": h_train[-1] - rep["risks"]["train"],
+        "clt.H_logits_train_minus_risk": h_train[-1] - rep.risks.train,
         "clt.info_loss_train": float(
             sum(max(b - a, 0.0) for a, b in zip(h_train[:-1], h_train[1:], strict=True))
         ),
-        "clt.loss_max_train": rep["risks"]["train_loss_max"],
+        "clt.loss_max_train": rep.risks.train_loss_max,
         "clt.gradient_energy": tr.get("gradient_energy"),
         "clt.structural_G": tr.get("G_mean"),
         "clt.U": tr.get("U_mean"),
@@ -81,7 +81,8 @@ def predictors(rec: dict) -> dict[str, float | None]:
 
 
 def table(records: list[dict]) -> tuple[list[dict], dict]:
-    gap = np.array([r["report"]["risks"]["error_gap"] for r in records])
+    reports = [Report.from_dict(r["report"]) for r in records]
+    gap = np.array([rep.risks.error_gap for rep in reports])
     preds = [predictors(r) for r in records]
     hp = {h: [r["grid_point"][h] for r in records] for h in HP}
     rows = []
@@ -105,14 +106,14 @@ def table(records: list[dict]) -> tuple[list[dict], dict]:
             }
         )
     bounds: dict[str, dict[str, list[float]]] = {}
-    for r in records:
-        for b in r["report"]["bounds"]:
-            name = b["name"].split("[")[0]
-            d = bounds.setdefault(name, {"held": [], "slack": [], "delta": b["delta"]})
-            d["held"].append(bool(b["held"]))
-            if b["checked_value"] is not None:
-                sign = 1 if b["side"] == "upper" else -1
-                d["slack"].append(sign * (b["value"] - b["checked_value"]))
+    for rep in reports:
+        for b in rep.bounds:
+            name = b.name.split("[")[0]
+            d = bounds.setdefault(name, {"held": [], "slack": [], "delta": b.delta})
+            d["held"].append(bool(b.held))
+            if b.checked_value is not None:
+                sign = 1 if b.side == "upper" else -1
+                d["slack"].append(sign * (b.value - b.checked_value))
     return rows, bounds
 
 

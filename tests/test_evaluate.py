@@ -121,7 +121,7 @@ def test_report_schema_and_checked_bounds(mixture_ckpt, tmp_path):
         EvaluateConfig(checkpoint=str(mixture_ckpt), out=str(out), n_bootstrap=50, progress=False)
     )
     on_disk = json.loads((out / "report.json").read_text())
-    assert on_disk["schema_version"] == "1.1"
+    assert on_disk["schema_version"] == "1.2"
     for key in (
         "version",
         "config",
@@ -144,18 +144,18 @@ def test_report_schema_and_checked_bounds(mixture_ckpt, tmp_path):
         "certify_error",
         "check_error",
     }
-    assert rep["floor"]["value"] <= rep["risks"]["train"]
-    names = [r["name"] for r in rep["layers"]]
+    assert rep.floor.value <= rep.risks.train
+    names = [r.name for r in rep.layers]
     assert names[0] == "input" and names[-1] == "head"
-    for row in rep["layers"][1:]:
-        assert row["information_loss"]["from"] == names[names.index(row["name"]) - 1]
-        lo, hi = row["information_loss"]["ci"]
-        assert lo <= row["information_loss"]["value"] <= hi
-    kinds = {b["kind"] for b in rep["bounds"]}
+    for row in rep.layers[1:]:
+        assert row.information_loss.from_layer == names[names.index(row.name) - 1]
+        lo, hi = row.information_loss.ci
+        assert lo <= row.information_loss.value <= hi
+    kinds = {b.kind for b in rep.bounds}
     assert kinds == {"deterministic", "probabilistic", "estimate"}
-    for b in rep["bounds"]:
-        assert b["checked_value"] is not None and isinstance(b["held"], bool)
-    held = {b["name"]: b["held"] for b in rep["bounds"]}
+    for b in rep.bounds:
+        assert b.checked_value is not None and isinstance(b.held, bool)
+    held = {b.name: b.held for b in rep.bounds}
     assert held["data_floor"] and held["validation_binomial"] and held["risk_upper_lmax"]
     assert (out / "report.html").read_text().count("data:image/png;base64") >= 3
     assert not list(out.glob(".*.tmp"))
@@ -228,12 +228,12 @@ def test_interrupted_run_leaves_no_partial_report_and_resumes(mixture_ckpt, tmp_
     with pytest.raises(KeyboardInterrupt):
         evaluate(cfg)
     assert not (out / "report.json").exists() and not (out / "report.html").exists()
-    cached = list((out / ".cache").rglob("*.npy"))
+    cached = list((out / ".cache").rglob("*.bin"))
     assert cached  # features survived
     monkeypatch.setattr(evaluate_mod, "frozen_feature_bound", real)
     mtimes = {p: p.stat().st_mtime_ns for p in cached}
     rep = evaluate(cfg)
-    assert (out / "report.json").exists() and rep["layers"]
+    assert (out / "report.json").exists() and rep.layers
     # the rerun reused the cached features instead of recomputing them
     assert {p: p.stat().st_mtime_ns for p in cached} == mtimes
 

@@ -1,0 +1,265 @@
+"""Rendering of evaluation reports: one self-contained HTML page with embedded plots,
+and a short text table for terminals. Works on the report dictionary only.
+
+Examples
+--------
+>>> html = render_html({"summary": ["ok"], "risks": {}, "layers": [], "bounds": [],
+...                     "frozen_feature_curves": {}, "checkpoint": {}, "data": {},
+...                     "omega": "shannon", "floor": {}})
+>>> html.startswith("<!DOCTYPE html>")
+True
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from typing import Any
+
+__all__ = ["render_html", "summary_table", "plot_png"]
+
+
+def plot_png(fig: Any) -> str:
+    """A matplotlib figure as a base64 PNG ``<img>`` tag (and close it)."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    data = base64.b64encode(buf.getvalue()).decode()
+    return f'<img alt="plot" src="data:image/png;base64,{data}"/>'
+
+
+def _figures(report: dict[str, Any]) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    figs: list[tuple[str, str]] = []
+    rows = report.get("layers", [])
+    if rows:
+        names = [r["name"] for r in rows]
+        x = np.arange(len(rows))
+        fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(rows) + 2), 3.4))
+        for key, label, off, color in (
+            ("H_train", "train features", -0.1, "#1f77b4"),
+            ("H_heldout", "held-out features", 0.1, "#d62728"),
+        ):
+            vals = np.array([r[key]["value"] for r in rows])
+            lo = np.array([r[key]["ci"][0] if r[key]["ci"] else r[key]["value"] for r in rows])
+            hi = np.array([r[key]["ci"][1] if r[key]["ci"] else r[key]["value"] for r in rows])
+            lo, hi = np.minimum(lo, vals), np.maximum(hi, vals)
+            ax.errorbar(
+                x + off,
+                vals,
+                yerr=[vals - lo, hi - vals],
+                fmt="o-",
+                capsize=3,
+                label=label,
+                color=color,
+            )
+        risks = report.get("risks", {})
+        if "train" in risks:
+            ax.axhline(risks["train"], ls="--", color="#1f77b4", lw=1, label="train risk")
+            ax.axhline(risks["check"], ls=":", color="#d62728", lw=1, label="check risk")
+        ax.set_xticks(x, names, rotation=30, ha="right")
+        ax.set_ylabel(f"H_Ω(Y|Z)  ({report.get('omega')})")
+        ax.set_title("Conditional entropy of labels given each layer (95% CI)")
+        ax.legend(fontsize=8)
+        figs.append(("Layer entropies", plot_png(fig)))
+
+        loss_rows = [r for r in rows if r.get("information_loss")]
+        if loss_rows:
+            fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(loss_rows) + 2), 3.0))
+            vals = np.array([r["information_loss"]["value"] for r in loss_rows])
+            ci = np.array(
+                [
+                    r["information_loss"]["ci"] or [v, v]
+                    for r, v in zip(loss_rows, vals, strict=True)
+                ]
+            )
+            colors = ["#d62728" if "dpi_violation" in r["flags"] else "#2ca02c" for r in loss_rows]
+            ax.bar(
+                range(len(vals)),
+                vals,
+                color=colors,
+                yerr=[vals - ci[:, 0], ci[:, 1] - vals],
+                capsize=3,
+            )
+            ax.axhline(0, color="k", lw=0.8)
+            ax.set_xticks(range(len(vals)), [r["name"] for r in loss_rows], rotation=30, ha="right")
+            ax.set_ylabel("Δ = H(Y|Z_l) − H(Y|Z_{l−1})")
+            ax.set_title("Information lost by each layer (paired 95% CI; red: DPI flag)")
+            figs.append(("Information loss", plot_png(fig)))
+
+    bounds = [b for b in report.get("bounds", []) if b.get("checked_value") is not None]
+    if bounds:
+        fig, ax = plt.subplots(figsize=(7, 0.38 * len(bounds) + 1.2))
+        for i, b in enumerate(bounds):
+            color = "#2ca02c" if b["held"] else "#d62728"
+            ax.plot(
+                [b["value"]],
+                [i],
+                marker="|" if b["side"] == "upper" else "|",
+                markersize=16,
+                color=color,
+                mew=3,
+            )
+            ax.plot([b["checked_value"]], [i], "ko", markersize=4)
+            ax.plot([b["value"], b["checked_value"]], [i, i], color=color, lw=1)
+        ax.set_yticks(
+            range(len(bounds)),
+            [f"{b['name']} ({b['quantity']}, {b['side']})" for b in bounds],
+            fontsize=8,
+        )
+        ax.set_xscale("symlog", linthresh=0.05)
+        lowest = min(min(b["value"], b["checked_value"]) for b in bounds)
+        if lowest >= 0:
+            ax.set_xlim(left=0)
+        ax.set_xlabel(
+            "certified value (bar) and value checked on held-out data (dot); symlog scale"
+        )
+        ax.set_title("Each bound against its checked value (green: held)")
+        ax.invert_yaxis()
+        figs.append(("Bounds checked", plot_png(fig)))
+
+    curves = report.get("frozen_feature_curves", {})
+    if curves:
+        fig, ax = plt.subplots(figsize=(6, 3.4))
+        for name, curve in curves.items():
+            m = [c["n_cells"] for c in curve]
+            line = ax.plot(m, [c["certified"] for c in curve], "o-", label=f"{name} certified")
+            ax.plot(m, [c["empirical_risk"] for c in curve], "--", color=line[0].get_color(), lw=1)
+            if "checked" in curve[0]:
+                ax.plot(m, [c["checked"] for c in curve], "x", color=line[0].get_color())
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("cells M (k-means on the layer's features)")
+        ax.set_ylabel("0-1 error")
+        ax.set_title("Frozen-feature bound vs M (dashed: empirical; x: checked)")
+        ax.legend(fontsize=7, ncol=2)
+        figs.append(("Frozen-feature bound", plot_png(fig)))
+    return figs
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if v is None:
+        return "—"
+    return html.escape(str(v))
+
+
+def render_html(report: dict[str, Any]) -> str:
+    """The whole report as one self-contained HTML page (plots embedded as PNG)."""
+    ck, data = report.get("checkpoint", {}), report.get("data", {})
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>clt_gen report</title>",
+        "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
+        "padding:3px 7px;text-align:right}th{background:#f3f3f3}.ok{color:#2a7d2a}"
+        ".bad{color:#c22}.summary li{margin:.3em 0}img{max-width:100%}</style></head><body>",
+        f"<h1>clt_gen report: {_fmt(ck.get('arch'))} on {_fmt(data.get('name'))}</h1>",
+        f"<p>checkpoint <code>{_fmt(ck.get('path'))}</code> (sha256 "
+        f"{_fmt(str(ck.get('sha256', ''))[:12])}…), Ω = {_fmt(report.get('omega'))}, "
+        f"clt_gen {_fmt(report.get('version'))}</p>",
+        "<h2>Summary</h2><ul class='summary'>",
+        *[f"<li>{html.escape(s)}</li>" for s in report.get("summary", [])],
+        "</ul>",
+    ]
+    risks = report.get("risks", {})
+    if risks:
+        parts.append(
+            "<h2>Risks</h2><table><tr>"
+            + "".join(f"<th>{html.escape(k)}</th>" for k in risks)
+            + "</tr><tr>"
+            + "".join(f"<td>{_fmt(v)}</td>" for v in risks.values())
+            + "</tr></table>"
+        )
+    for title, img in _figures(report):
+        parts.append(f"<h2>{html.escape(title)}</h2>{img}")
+    if report.get("layers"):
+        parts.append(
+            "<h2>Layers</h2><p>H train and H held-out are <b>estimates</b> (model-based; "
+            "interval: sampling noise given the fitted heads). U is a <b>certified upper "
+            "bound</b> on H(Y|Z) from held-out data (holds with probability ≥ 1−δ for any "
+            "distribution, δ shared by all layers); U* = min over later layers of U (data "
+            "processing). H(Y|Z) cannot be certified from below.</p>"
+            "<table><tr><th>layer</th><th>features</th><th>H train (est.)</th>"
+            "<th>H held-out (est.)</th><th>U (cert.)</th><th>U* (cert.)</th>"
+            "<th>info loss (est.)</th><th>flags</th></tr>"
+        )
+        for r in report["layers"]:
+            loss = r.get("information_loss")
+            up = r.get("H_upper") or {}
+            parts.append(
+                f"<tr><td>{_fmt(r['name'])}</td><td>{r['n_features']}</td>"
+                f"<td>{_fmt(r['H_train']['value'])}</td><td>{_fmt(r['H_heldout']['value'])}</td>"
+                f"<td>{_fmt(up.get('value'))}</td><td>{_fmt(up.get('profile'))}</td>"
+                f"<td>{_fmt(loss['value']) if loss else '—'}</td>"
+                f"<td>{_fmt(', '.join(r['flags']))}</td></tr>"
+            )
+        parts.append("</table>")
+    if report.get("bounds"):
+        parts.append(
+            "<h2>Bounds</h2><table><tr><th>bound</th><th>kind</th><th>quantity</th>"
+            "<th>side</th><th>value</th><th>δ</th><th>checked</th><th>held</th>"
+            "<th>data used</th></tr>"
+        )
+        for b in report["bounds"]:
+            cls = "ok" if b["held"] else "bad"
+            parts.append(
+                f"<tr><td>{_fmt(b['name'])}</td><td>{b['kind']}</td><td>{b['quantity']}</td>"
+                f"<td>{b['side']}</td><td>{_fmt(b['value'])}</td><td>{_fmt(b['delta'])}</td>"
+                f"<td>{_fmt(b['checked_value'])}</td><td class='{cls}'>{_fmt(b['held'])}</td>"
+                f"<td>{_fmt(b['data_used'])}</td></tr>"
+            )
+        parts.append("</table>")
+    if report.get("trainability"):
+        tr = report["trainability"]
+        parts.append(
+            "<h2>Trainability</h2><table>"
+            + "".join(
+                f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>"
+                for k, v in tr.items()
+                if not isinstance(v, (list, dict))
+            )
+            + "</table>"
+        )
+    parts.append(
+        "<p style='color:#777;font-size:12px'>Deterministic bounds hold for every "
+        "distribution (up to the estimation error of the entropies they use); "
+        "probabilistic bounds fail with probability at most δ. Every certificate was "
+        "computed without the check split it is compared with.</p></body></html>"
+    )
+    return "\n".join(parts)
+
+
+def summary_table(report: dict[str, Any]) -> str:
+    """A short terminal table: risks, floor, per-layer entropies, bounds."""
+    r, f = report["risks"], report["floor"]
+    lines = [
+        f"risk   train {r['train']:.4f}  check {r['check']:.4f}  gap {r['gap']:+.4f}   "
+        f"error train {r['train_error']:.3f} check {r['check_error']:.3f}",
+        f"floor  {f['value']:.4f}   fitting error {f['fitting_error']:.4f}",
+        "estimates: H train, H held-out, info loss; certified (held-out, δ over all "
+        "layers): U, U* = min of U over later layers",
+        f"{'layer':<14}{'dim':>5}{'H train':>10}{'H held-out':>12}{'U':>9}{'U*':>9}"
+        f"{'info loss':>11}",
+    ]
+    for row in report["layers"]:
+        loss = row["information_loss"]["value"] if row["information_loss"] else float("nan")
+        up = row.get("H_upper") or {}
+        lines.append(
+            f"{row['name']:<14}{row['n_features']:>5}{row['H_train']['value']:>10.4f}"
+            f"{row['H_heldout']['value']:>12.4f}{up.get('value', float('nan')):>9.4f}"
+            f"{up.get('profile', float('nan')):>9.4f}{loss:>11.4f}"
+            + ("  " + ",".join(row["flags"]) if row["flags"] else "")
+        )
+    lines.append(f"{'bound':<44}{'value':>9}{'checked':>9}  held")
+    for b in report["bounds"]:
+        checked = b["checked_value"] if b["checked_value"] is not None else float("nan")
+        lines.append(f"{b['name'][:43]:<44}{b['value']:>9.4f}{checked:>9.4f}  {b['held']}")
+    return "\n".join(lines)

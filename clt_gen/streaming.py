@@ -1,0 +1,553 @@
+"""One streaming pass of a model over a data source: scores, labels and layer features.
+
+A pass reads the source batch by batch and keeps only per-row results: the class scores
+(``n × K``), the labels, optionally a 128-bit digest of each input (enough to group
+identical inputs for the data floor) and the reduced features of the requested layers
+for the rows asked for. Nothing holds a whole split of inputs. With a cache directory
+the per-row results are appended to files as they come, so memory stays flat whatever
+the dataset size, a finished pass is reused by a rerun with the same model, data and
+options, and an interrupted pass resumes after its last completed batch.
+
+Layers are module names (``named_modules``; read with forward hooks) or, for activations
+that are not module outputs, torchvision FX graph node names
+(:func:`torchvision.models.feature_extraction.get_graph_node_names`).
+
+Examples
+--------
+>>> import torch
+>>> from clt_gen.sources import as_source
+>>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+>>> src = as_source((torch.randn(20, 4), torch.arange(20) % 3), name="test", batch_size=8)
+>>> res = stream_pass(net, src, layers=["input", "1"], progress=False)
+>>> res.scores.shape, res.features["1"].shape, res.labels[:4].tolist()
+((20, 3), (20, 8), [0, 1, 2, 0])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import pathlib
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from clt_gen._io import atomic_write_text
+from clt_gen.errors import DataError, ValidationError, unknown_name_error
+from clt_gen.features import INPUT_LAYER, _projection, _reduce, hooked
+from clt_gen.sources import Source
+
+__all__ = [
+    "PassResult",
+    "stream_pass",
+    "select_scores",
+    "graph_nodes",
+    "layer_kinds",
+    "forward_checked",
+]
+
+Output = None | str | int | Callable[[Any], torch.Tensor]
+
+
+def select_scores(out: Any, output: Output = None) -> torch.Tensor:
+    """The ``(batch, K)`` class scores in a model's output.
+
+    Parameters
+    ----------
+    out : tensor, tuple, dict or dataclass
+        What the model returned.
+    output : None, str, int or callable
+        ``None``: ``out`` itself; a key (dict) or attribute name (dataclass, named
+        tuple); an index (tuple); or a function of ``out``.
+    """
+    try:
+        if callable(output):
+            s = output(out)
+        elif output is None:
+            s = out
+        elif isinstance(output, int) and not isinstance(output, bool):
+            s = out[output]
+        elif isinstance(output, str):
+            s = out[output] if isinstance(out, Mapping) else getattr(out, output)
+        else:
+            raise ValidationError(
+                f"output must be None, a key, an index or a callable (got {output!r})"
+            )
+    except (KeyError, IndexError, AttributeError, TypeError) as exc:
+        raise ValidationError(
+            f"output={output!r} does not select anything in the model's output of type "
+            f"{type(out).__name__} ({exc}); pass a key, an index or a callable"
+        ) from exc
+    if not isinstance(s, torch.Tensor) or s.ndim != 2:
+        what = f"shape {tuple(s.shape)}" if isinstance(s, torch.Tensor) else type(s).__name__
+        raise ValidationError(
+            f"the model's scores must be a (batch, K) tensor (got {what}); when the model "
+            "returns a tuple, dict or dataclass, pass output= (a key, an index or a callable)"
+        )
+    return s
+
+
+def graph_nodes(model: nn.Module) -> list[str]:
+    """torchvision FX graph node names of ``model`` in eval mode (empty if it cannot trace)."""
+    from torchvision.models.feature_extraction import get_graph_node_names
+
+    try:
+        return list(get_graph_node_names(model)[1])
+    except Exception:  # noqa: BLE001 - untraceable models simply have no graph nodes
+        return []
+
+
+def layer_kinds(model: nn.Module, layers: list[str]) -> str:
+    """``"modules"`` when every layer is a module (or ``input``), else ``"graph"``.
+
+    Raises a :class:`ValidationError` with close matches for names that are neither.
+    """
+    if not layers:
+        raise ValidationError("layers must name at least one layer (got an empty list)")
+    modules = {n for n, _ in model.named_modules() if n} | {INPUT_LAYER}
+    if all(name in modules for name in layers):
+        return "modules"
+    nodes = graph_nodes(model)
+    for name in layers:
+        if name not in modules and name not in nodes:
+            raise unknown_name_error("layer", name, sorted(modules) + nodes)
+    mixed = [n for n in layers if n != INPUT_LAYER and n not in nodes]
+    if mixed:
+        raise ValidationError(
+            f"layers mix module names {mixed} with graph node names; name every layer by its "
+            "graph node (clt_gen.list_layers(model, x, graph=True) lists them)"
+        )
+    return "graph"
+
+
+@contextlib.contextmanager
+def _tap(
+    model: nn.Module, layers: list[str], kind: str
+) -> Iterator[Callable[[torch.Tensor], tuple[Any, dict[str, torch.Tensor]]]]:
+    """A function ``x -> (model output, {layer: activation})`` valid inside the block."""
+    named = [n for n in layers if n != INPUT_LAYER]
+    if kind == "modules":
+        with hooked(model, named) as captured:
+
+            def run(x: torch.Tensor) -> tuple[Any, dict[str, torch.Tensor]]:
+                captured.clear()
+                return model(x), dict(captured)
+
+            yield run
+        return
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    final = graph_nodes(model)[-1]
+    extractor = create_feature_extractor(
+        model, return_nodes={**{n: n for n in named}, final: "__output__"}
+    )
+    with hooked(extractor, []):
+
+        def run_graph(x: torch.Tensor) -> tuple[Any, dict[str, torch.Tensor]]:
+            out = extractor(x)
+            return out.pop("__output__"), out
+
+        yield run_graph
+
+
+@dataclass
+class PassResult:
+    """Per-row results of one pass.
+
+    Attributes
+    ----------
+    scores : array (n_rows, K), float64
+    labels : array (n_rows,), int64
+    features : dict of arrays (n_kept, d), float32
+        For the kept rows, in row order.
+    kept : array of int
+        Row indices the features belong to.
+    digests : array (n_rows, 16) of uint8, or None
+        blake2b-128 of each input's bytes (identical inputs, identical digests).
+    probe : (inputs, labels) or None
+        The first ``probe_rows`` rows themselves (for trainability diagnostics).
+    from_cache : bool
+    """
+
+    scores: np.ndarray
+    labels: np.ndarray
+    features: dict[str, np.ndarray]
+    kept: np.ndarray
+    digests: np.ndarray | None = None
+    probe: tuple[torch.Tensor, torch.Tensor] | None = None
+    from_cache: bool = False
+    n_rows: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.n_rows = len(self.labels)
+
+    def take(self, rows: np.ndarray) -> PassResult:
+        """The rows ``rows`` (which must all be kept), e.g. one part of a held-out split."""
+        pos = np.searchsorted(self.kept, rows)
+        if len(rows) and (pos.max() >= len(self.kept) or np.any(self.kept[pos] != rows)):
+            raise ValueError("take() needs rows whose features were kept")
+        return PassResult(
+            self.scores[rows],
+            self.labels[rows],
+            {k: np.asarray(v[pos]) for k, v in self.features.items()},
+            np.arange(len(rows)),
+            None if self.digests is None else self.digests[rows],
+        )
+
+
+class _Sink:
+    """Append-only per-row arrays, in memory or as raw files in a cache directory."""
+
+    def __init__(self, root: pathlib.Path | None) -> None:
+        self.root, self.chunks, self.meta = root, {}, {}  # type: ignore[var-annotated]
+        self.files: dict[str, Any] = {}
+
+    def add(self, name: str, arr: np.ndarray) -> None:
+        arr = np.ascontiguousarray(arr)
+        self.meta.setdefault(name, (str(arr.dtype), list(arr.shape[1:])))
+        if self.root is None:
+            self.chunks.setdefault(name, []).append(arr)
+            return
+        if name not in self.files:
+            self.files[name] = open(self.root / f"{_safe(name)}.bin", "ab")  # noqa: SIM115
+        self.files[name].write(arr.tobytes())
+
+    def commit(self, state: dict[str, Any]) -> None:
+        """Flush the files and record how far the pass got (resumable from here)."""
+        if self.root is None:
+            return
+        for fh in self.files.values():
+            fh.flush()
+            os.fsync(fh.fileno())
+        state["arrays"] = {k: {"dtype": d, "row": s} for k, (d, s) in self.meta.items()}
+        atomic_write_text(self.root / "progress.json", json.dumps(state))
+
+    def close(self) -> None:
+        for fh in self.files.values():
+            fh.close()
+        self.files = {}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        if self.root is None:
+            return {k: np.concatenate(v) for k, v in self.chunks.items()}
+        return _load_arrays(self.root, json.loads((self.root / "progress.json").read_text()))
+
+
+def _safe(name: str) -> str:
+    return hashlib.sha1(name.encode()).hexdigest()[:10] + "_" + name.replace("/", "_")[:40]
+
+
+def _load_arrays(root: pathlib.Path, state: dict[str, Any]) -> dict[str, np.ndarray]:
+    out = {}
+    for name, spec in state.get("arrays", {}).items():
+        path = root / f"{_safe(name)}.bin"
+        dtype, row = np.dtype(spec["dtype"]), tuple(spec["row"])
+        n = path.stat().st_size // (dtype.itemsize * int(np.prod(row, dtype=np.int64)))
+        out[name] = (
+            np.memmap(path, dtype=dtype, mode="r", shape=(n, *row))
+            if n
+            else np.zeros((0, *row), dtype)
+        )
+    return out
+
+
+def _truncate(root: pathlib.Path, state: dict[str, Any], counts: dict[str, int]) -> None:
+    """Cut every file back to the rows recorded in ``state`` (drops a half-written batch)."""
+    for name, spec in state.get("arrays", {}).items():
+        row_bytes = np.dtype(spec["dtype"]).itemsize * int(np.prod(spec["row"], dtype=np.int64))
+        rows = counts["kept"] if name.startswith("f:") else counts["rows"]
+        with open(root / f"{_safe(name)}.bin", "r+b") as fh:
+            fh.truncate(rows * row_bytes)
+
+
+def _digests(x: torch.Tensor) -> np.ndarray:
+    flat = x.detach().cpu().contiguous().numpy().reshape(len(x), -1)
+    return np.frombuffer(
+        b"".join(hashlib.blake2b(r.tobytes(), digest_size=16).digest() for r in flat),
+        dtype=np.uint8,
+    ).reshape(len(x), 16)
+
+
+@dataclass
+class _Reducer:
+    """Per-layer reduction to at most ``limit`` features (the projection drawn on first use)."""
+
+    reduce: str
+    limit: int | None
+    random_state: int
+    device: torch.device
+    projs: dict[str, torch.Tensor | None] = field(default_factory=dict)
+
+    def __call__(self, name: str, out: torch.Tensor) -> np.ndarray:
+        if name not in self.projs:
+            d = _reduce(out[:1], self.reduce, None).shape[1]
+            big = self.limit is not None and d > self.limit
+            self.projs[name] = (
+                _projection(d, self.limit, self.random_state, self.device)  # type: ignore[arg-type]
+                if big
+                else None
+            )
+        return _reduce(out, self.reduce, self.projs[name]).cpu().numpy()
+
+
+def _cache_root(cache_dir: Any, parts: dict[str, Any], source: Source) -> pathlib.Path | None:
+    if cache_dir is None or not source.ordered:
+        return None
+    key = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    root = pathlib.Path(cache_dir) / f"pass-{key[:32]}"
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(root / "key.json", json.dumps(parts, sort_keys=True, default=str))
+    return root
+
+
+def _resume_state(root: pathlib.Path | None) -> dict[str, Any]:
+    if root is None or not (root / "progress.json").exists():
+        return {"rows": 0, "kept": 0, "complete": False}
+    state: dict[str, Any] = json.loads((root / "progress.json").read_text())
+    if not state.get("complete"):
+        _truncate(root, state, {"rows": state["rows"], "kept": state["kept"]})
+    return state
+
+
+def _finish(sink: _Sink, state: dict[str, Any], layers: list[str], probe: Any) -> PassResult:
+    arrays = sink.arrays()
+    if "scores" not in arrays:
+        raise DataError("the data yielded no batches; it must hold at least one example")
+    if sink.root is not None and probe is not None:
+        torch.save({"x": probe[0], "y": probe[1]}, sink.root / "probe.pt")
+    if sink.root is not None and (sink.root / "probe.pt").exists() and probe is None:
+        saved = torch.load(sink.root / "probe.pt", weights_only=True)
+        probe = (saved["x"], saved["y"])
+    return PassResult(
+        scores=np.asarray(arrays["scores"], dtype=np.float64),
+        labels=np.array(arrays["labels"], dtype=np.int64),
+        features={n: arrays[f"f:{n}"] for n in layers if f"f:{n}" in arrays},
+        kept=np.asarray(arrays.get("kept", np.zeros(0, np.int64)), dtype=np.int64),
+        digests=np.asarray(arrays["digests"]) if "digests" in arrays else None,
+        probe=probe,
+        from_cache=bool(state.get("from_cache")),
+    )
+
+
+def stream_pass(
+    model: nn.Module,
+    source: Source,
+    *,
+    layers: list[str],
+    output: Output = None,
+    reduce: str = "project",
+    max_features: int | None = 128,
+    keep: np.ndarray | None = None,
+    digests: bool = False,
+    probe_rows: int = 0,
+    device: torch.device | str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    cache_parts: dict[str, Any] | None = None,
+    random_state: int = 0,
+    progress: bool = True,
+) -> PassResult:
+    """Run ``model`` over ``source`` once and keep per-row results (see the module doc).
+
+    Parameters
+    ----------
+    model : nn.Module
+    source : Source
+        From :func:`clt_gen.sources.as_source`.
+    layers : list of str
+        Module names, graph node names, or ``"input"``.
+    output : None, str, int or callable
+        Selects the scores in the model's output (:func:`select_scores`).
+    reduce, max_features, random_state
+        Feature reduction (as :func:`clt_gen.features.extract_features`).
+    keep : sorted array of int, optional
+        Rows whose features are kept (all by default); scores and labels are kept for all.
+    digests : bool
+        Also keep a digest of each input (for the data floor).
+    probe_rows : int
+        Keep the first rows themselves.
+    cache_dir : path, optional
+        Append results to files there (flat memory, reuse, resume); used only for sources
+        with a fixed order. ``cache_parts`` must identify the model.
+
+    Returns
+    -------
+    PassResult
+    """
+    if reduce not in ("avgpool", "flatten", "project"):
+        raise ValidationError(f"reduce must be 'avgpool', 'flatten' or 'project' (got {reduce!r})")
+    kind = layer_kinds(model, layers)
+    param = next(model.parameters(), None)
+    dev = (
+        torch.device(device)
+        if device is not None
+        else (param.device if param is not None else torch.device("cpu"))
+    )
+    limit = max_features if max_features is not None else (256 if reduce == "project" else None)
+    keep_arr = None if keep is None else np.asarray(keep, dtype=np.int64)
+    parts = {
+        **(cache_parts or {}),
+        "data": source.fingerprint,
+        "layers": layers,
+        "output": output if not callable(output) else getattr(output, "__qualname__", "fn"),
+        "reduce": reduce,
+        "limit": limit,
+        "keep": None if keep_arr is None else hashlib.sha256(keep_arr.tobytes()).hexdigest(),
+        "digests": digests,
+        "probe_rows": probe_rows,
+        "random_state": random_state,
+    }
+    root = _cache_root(cache_dir, parts, source) if cache_parts is not None else None
+    state = _resume_state(root)
+    sink = _Sink(root)
+    if state["complete"]:
+        return _finish(sink, {**state, "from_cache": True}, layers, None)
+    reducer = _Reducer(reduce, limit, random_state, dev)
+    probe = _run_batches(
+        model,
+        source,
+        sink,
+        state,
+        reducer,
+        kind,
+        layers,
+        output,
+        keep_arr,
+        digests,
+        probe_rows,
+        dev,
+        progress,
+    )
+    state["complete"] = True
+    sink.commit(state)
+    sink.close()
+    return _finish(sink, state, layers, probe)
+
+
+def _expected_input(model: nn.Module) -> str:
+    """What the first layer with weights takes, in words (for error messages)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.conv._ConvNd):
+            return f"{m.in_channels} input channels ({type(m).__name__})"
+        if isinstance(m, nn.Linear):
+            return f"{m.in_features} input features (Linear)"
+    return "see the model's first layer"
+
+
+def _forward(
+    run: Any, x: torch.Tensor, *, first: bool, model: nn.Module
+) -> tuple[Any, dict[str, torch.Tensor]]:
+    if not first:
+        return run(x)
+    try:
+        return run(x)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise DataError(
+            f"the model rejected a batch of inputs of shape {tuple(x.shape)} (one example: "
+            f"{tuple(x.shape[1:])}); it expects {_expected_input(model)}. Resize or "
+            f"transform the data (CLI: --transform), or check the model. ({exc})"
+        ) from exc
+
+
+def forward_checked(model: nn.Module, x: torch.Tensor) -> tuple[Any, dict[str, torch.Tensor]]:
+    """``model(x)``, with a rejected input shape turned into a :class:`DataError` that shows
+    the shape seen and what the first layer expects."""
+    return _forward(lambda t: (model(t), {}), x, first=True, model=model)
+
+
+def _check_labels(y: torch.Tensor, k: int, name: str) -> None:
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= k):
+        raise DataError(
+            f"{name} labels must be class indices in 0..{k - 1} for a model with {k} outputs "
+            f"(got labels from {int(y.min())} to {int(y.max())}); check the dataset, or that "
+            "the model is the one trained on it"
+        )
+
+
+def _kept_rows(keep: np.ndarray | None, lo: int, hi: int) -> np.ndarray:
+    if keep is None:
+        return np.arange(hi - lo)
+    return keep[(keep >= lo) & (keep < hi)] - lo
+
+
+def _write_batch(  # noqa: PLR0913 - one batch's pieces
+    sink: _Sink,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    scores: torch.Tensor,
+    acts: dict[str, torch.Tensor],
+    sel: np.ndarray,
+    lo: int,
+    reducer: _Reducer,
+    layers: list[str],
+    digests: bool,
+) -> None:
+    sink.add("scores", scores.detach().float().cpu().numpy())
+    sink.add("labels", y.cpu().numpy().astype(np.int64))
+    if digests:
+        sink.add("digests", _digests(x))
+    if not len(sel):
+        return
+    sink.add("kept", (sel + lo).astype(np.int64))
+    idx = torch.from_numpy(sel).to(scores.device) if len(sel) < len(y) else None
+    for name in layers:
+        a: Any = x.to(scores.device) if name == INPUT_LAYER else acts[name]
+        if isinstance(a, (tuple, list)):
+            a = a[0]
+        sink.add(f"f:{name}", reducer(name, a if idx is None else a.index_select(0, idx)))
+
+
+def _run_batches(  # noqa: PLR0913 - the pass's parts, named
+    model: nn.Module,
+    source: Source,
+    sink: _Sink,
+    state: dict[str, Any],
+    reducer: _Reducer,
+    kind: str,
+    layers: list[str],
+    output: Output,
+    keep: np.ndarray | None,
+    digests: bool,
+    probe_rows: int,
+    dev: torch.device,
+    progress: bool,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The loop: forward each batch not done before and append its results to ``sink``."""
+    start, rows, last_commit = int(state["rows"]), 0, time.monotonic()
+    probe: list[tuple[torch.Tensor, torch.Tensor]] = []
+    bar = tqdm(
+        total=source.n_rows,
+        initial=start,
+        desc=f"{source.name} pass",
+        unit="ex",
+        disable=not progress,
+        leave=False,
+    )
+    with _tap(model, layers, kind) as run:
+        for x, y in source.batches():
+            lo, rows = rows, rows + len(y)
+            if lo < probe_rows:
+                probe.append((x[: probe_rows - lo].cpu(), y[: probe_rows - lo].cpu()))
+            if rows <= start:
+                continue  # done before an interruption
+            out, acts = _forward(run, x.to(dev, non_blocking=True), first=lo == start, model=model)
+            scores = select_scores(out, output)
+            _check_labels(y, scores.shape[1], source.name)
+            sel = _kept_rows(keep, lo, rows)
+            _write_batch(sink, x, y, scores, acts, sel, lo, reducer, layers, digests)
+            state["rows"], state["kept"] = rows, int(state["kept"]) + len(sel)
+            if time.monotonic() - last_commit > 5.0:
+                sink.commit(state)
+                last_commit = time.monotonic()
+            bar.update(len(y))
+    bar.close()
+    if not probe:
+        return None
+    return torch.cat([p[0] for p in probe]), torch.cat([p[1] for p in probe])
