@@ -160,8 +160,8 @@ def _json_or_file(text: str) -> Any:
 
 
 def evaluate_config_from_args(args: argparse.Namespace) -> Any:
-    """The :class:`~clt_gen.evaluate.EvaluateConfig` an ``evaluate`` command line describes."""
-    from clt_gen.evaluate import EvaluateConfig
+    """The :class:`~clt_gen.evaluation.EvaluateConfig` an ``evaluate`` command line describes."""
+    from clt_gen.evaluation import EvaluateConfig
     from estimators import DEFAULT_METHOD
 
     return EvaluateConfig(
@@ -194,7 +194,7 @@ def _output_arg(text: str | None) -> str | int | None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from clt_gen.evaluate import evaluate
+    from clt_gen.evaluation import evaluate
 
     cfg = evaluate_config_from_args(args)
     byom = args.model is not None or (args.data is not None and ":" in args.data)
@@ -217,7 +217,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 def _evaluate_byom(args: argparse.Namespace, cfg: Any) -> Any:
     import dataclasses
 
-    from clt_gen.evaluate import evaluate
+    from clt_gen.evaluation import evaluate
     from clt_gen.loading import data_from_spec, model_from_spec
 
     if args.model is not None and args.checkpoint is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pathlib
 
 from clt_gen.data import DataConfig
-from clt_gen.evaluate import EvaluateConfig, evaluate
+from clt_gen.evaluation import EvaluateConfig, evaluate
 from clt_gen.report import Report
 from clt_gen.training import TrainConfig, train
 

@@ -146,14 +146,15 @@ def _tap(
     from torchvision.models.feature_extraction import create_feature_extractor
 
     final = graph_nodes(model)[-1]
-    extractor = create_feature_extractor(
-        model, return_nodes={**{n: n for n in named}, final: "__output__"}
-    )
+    nodes = {n: n for n in named}
+    key = final if final in nodes else "__output__"
+    nodes.setdefault(final, key)
+    extractor = create_feature_extractor(model, return_nodes=nodes)
     with hooked(extractor, []):
 
         def run_graph(x: torch.Tensor) -> tuple[Any, dict[str, torch.Tensor]]:
-            out = extractor(x)
-            return out.pop("__output__"), out
+            out = dict(extractor(x))
+            return (out.pop(key) if key == "__output__" else out[key]), out
 
         yield run_graph
 

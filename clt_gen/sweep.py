@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 from clt_gen.checkpoints import atomic_write_text, load_checkpoint
 from clt_gen.data import DataConfig
 from clt_gen.errors import ValidationError
-from clt_gen.evaluate import EvaluateConfig, evaluate
+from clt_gen.evaluation import EvaluateConfig, evaluate
 from clt_gen.training import TrainConfig, train
 
 __all__ = ["load_manifest", "expand_grid", "job_id", "run_job", "run_sweep", "collect"]

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-import clt_gen.evaluate as evaluate_mod
+import clt_gen.evaluation as evaluate_mod
 from clt_gen.checkpoints import load_checkpoint
 from clt_gen.cli import main
 from clt_gen.duality import get_regularizer
 from clt_gen.errors import DataError, ValidationError
-from clt_gen.evaluate import EvaluateConfig, evaluate
+from clt_gen.evaluation import EvaluateConfig, evaluate
 from clt_gen.features import extract_features, hooked, list_layers
 from clt_gen.models import build_model
 from clt_gen.training import TrainConfig, train

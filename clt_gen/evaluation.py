@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined]
 
 from clt_gen._modes import eval_mode, resolve_device
 from clt_gen._version import __version__
@@ -223,6 +224,8 @@ def state_hash(model: nn.Module) -> str:
     h = hashlib.sha256()
     for name, t in model.state_dict().items():
         h.update(name.encode())
+        if isinstance(t, UninitializedTensorMixin):
+            continue  # a lazy module before its first forward: no values yet
         h.update(str((tuple(t.shape), str(t.dtype))).encode())
         h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
