@@ -22,7 +22,8 @@ from _common import best_of, peak_rss_mb, save
 from clt_gen.checkpoints import load_checkpoint
 from clt_gen.data import DataConfig, load_dataset, make_splits
 from clt_gen.evaluation import EvaluateConfig, evaluate
-from clt_gen.features import INPUT_LAYER, default_layers, extract_features
+from clt_gen.features import INPUT_LAYER, default_layers
+from clt_gen.streaming import extract_features
 from clt_gen.training import TrainConfig, train
 
 

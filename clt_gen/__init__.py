@@ -40,7 +40,7 @@ _LAZY = {
     # models, layers, data
     "list_layers": "features",
     "default_layers": "features",
-    "extract_features": "features",
+    "extract_features": "streaming",
     "LayerInfo": "features",
     "stream_pass": "streaming",
     "as_source": "sources",

@@ -11,10 +11,6 @@ Examples
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import os
-import pathlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -22,7 +18,6 @@ from typing import Literal
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from clt_gen._modes import eval_mode
 from clt_gen.errors import ValidationError, unknown_name_error
@@ -32,7 +27,6 @@ __all__ = [
     "list_layers",
     "default_layers",
     "resolve_layers",
-    "extract_features",
     "hooked",
     "INPUT_LAYER",
 ]
@@ -259,177 +253,3 @@ def _reduce(out: torch.Tensor, reduce: str, proj: torch.Tensor | None) -> torch.
     if proj is not None:
         out = out @ proj
     return out
-
-
-def _cache_key(parts: dict[str, object]) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
-
-
-def extract_features(
-    model: nn.Module,
-    x: torch.Tensor,
-    *,
-    layers: list[str],
-    reduce: Reduce = "avgpool",
-    max_features: int | None = None,
-    batch_size: int = 1024,
-    device: str | torch.device | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    cache_parts: dict[str, object] | None = None,
-    random_state: int = 0,
-    progress: bool = True,
-) -> dict[str, np.ndarray]:
-    """Features of ``layers`` for every row of ``x``, as float32 arrays ``(n_samples, d)``.
-
-    Parameters
-    ----------
-    model : nn.Module
-    x : tensor of shape (n_samples, ...)
-        Inputs (on any device; moved batch by batch).
-    layers : list of str
-        Names from :func:`list_layers`, or ``"input"`` for the inputs themselves.
-    reduce : {"avgpool", "flatten", "project"}
-        Convolutional maps (and token sequences) are globally average pooled, flattened,
-        or flattened and randomly projected (Gaussian, seeded by ``random_state``) to at
-        most ``max_features`` dimensions. With ``avgpool``/``flatten`` and
-        ``max_features``, wider layers are projected too.
-    max_features : int, optional
-        Upper bound on the feature dimension (``project`` defaults to 256).
-    cache_dir : path, optional
-        Stream features to NumPy memmaps under ``cache_dir``; a rerun with the same
-        ``cache_parts`` (checkpoint hash, data hash, split) reuses them, and an
-        interrupted extraction resumes from the last completed batch.
-    cache_parts : dict
-        What identifies the features (must include the checkpoint and data hashes).
-
-    Examples
-    --------
-    >>> import torch
-    >>> from clt_gen.models import build_model
-    >>> net = build_model("model-c", (1, 8, 8), 3, k=1, w=4)
-    >>> feats = extract_features(net, torch.rand(10, 1, 8, 8), layers=["stem", "head"],
-    ...                          progress=False)
-    >>> feats["stem"].shape, feats["head"].shape
-    ((10, 4), (10, 3))
-    """
-    if reduce not in ("avgpool", "flatten", "project"):
-        raise ValidationError(f"reduce must be 'avgpool', 'flatten' or 'project' (got {reduce!r})")
-    valid = [INPUT_LAYER] + [n for n, _ in model.named_modules() if n]
-    for name in layers:
-        if name not in valid:
-            raise unknown_name_error("layer", name, valid)
-    if max_features is not None and max_features < 1:
-        raise ValidationError(f"max_features must be an int >= 1 or None (got {max_features})")
-    limit = max_features if max_features is not None else (256 if reduce == "project" else None)
-    param = next(model.parameters(), None)
-    dev = (
-        torch.device(device)
-        if device is not None
-        else (param.device if param is not None else torch.device("cpu"))
-    )
-    n = len(x)
-    cache: pathlib.Path | None = None
-    if cache_dir is not None:
-        parts = {
-            **(cache_parts or {}),
-            "reduce": reduce,
-            "max_features": limit,
-            "random_state": random_state,
-            "n_samples": n,
-        }
-        cache = pathlib.Path(cache_dir) / _cache_key(parts)
-        cache.mkdir(parents=True, exist_ok=True)
-        (cache / "key.json").write_text(json.dumps(parts, sort_keys=True, default=str))
-        done = [name for name in layers if (cache / f"{_safe(name)}.npy").exists()]
-        if len(done) == len(layers):
-            return {name: np.load(cache / f"{_safe(name)}.npy", mmap_mode="r") for name in layers}
-    arrays: dict[str, np.ndarray] = {}
-    projs: dict[str, torch.Tensor | None] = {}
-    start = 0
-    state_path = cache / "progress.json" if cache is not None else None
-    if state_path is not None and state_path.exists():
-        start = int(json.loads(state_path.read_text()).get("n_done", 0))
-    with hooked(model, layers) as captured:
-        bar = tqdm(
-            total=n, initial=start, desc="features", unit="ex", disable=not progress, leave=False
-        )
-        for i in range(start, n, batch_size):
-            xb = x[i : i + batch_size].to(dev)
-            model(xb)
-            outs = {name: (xb if name == INPUT_LAYER else captured[name]) for name in layers}
-            for name, out in outs.items():
-                if name not in projs:
-                    flat = (
-                        out.reshape(len(out), -1)
-                        if reduce != "avgpool" or out.ndim < 3
-                        else (out.mean((2, 3)) if out.ndim == 4 else out.mean(1))
-                    )
-                    d = flat.shape[1]
-                    projs[name] = (
-                        _projection(d, limit, random_state, dev)
-                        if limit is not None and d > limit
-                        else None
-                    )
-                feats = _reduce(out, reduce, projs[name]).cpu().numpy()
-                if name not in arrays:
-                    arr = _open(cache, name, (n, feats.shape[1]), resume=start > 0)
-                    if arr is None:  # a partial file is missing or stale: start over
-                        bar.close()
-                        if state_path is not None:
-                            state_path.unlink(missing_ok=True)
-                        return extract_features(
-                            model,
-                            x,
-                            layers=layers,
-                            reduce=reduce,
-                            max_features=max_features,
-                            batch_size=batch_size,
-                            device=device,
-                            cache_dir=cache_dir,
-                            cache_parts=cache_parts,
-                            random_state=random_state,
-                            progress=progress,
-                        )
-                    arrays[name] = arr
-                arrays[name][i : i + len(feats)] = feats
-            if state_path is not None:
-                for arr in arrays.values():
-                    if isinstance(arr, np.memmap):
-                        arr.flush()
-                _write_json(state_path, {"n_done": min(n, i + batch_size)})
-            bar.update(len(xb))
-        bar.close()
-    if cache is not None:
-        for name, arr in arrays.items():
-            if isinstance(arr, np.memmap):
-                arr.flush()
-            os.replace(cache / f".{_safe(name)}.partial.npy", cache / f"{_safe(name)}.npy")
-        if state_path is not None:
-            state_path.unlink(missing_ok=True)
-        return {name: np.load(cache / f"{_safe(name)}.npy", mmap_mode="r") for name in layers}
-    return arrays
-
-
-def _safe(name: str) -> str:
-    return name.replace("/", "_")
-
-
-def _write_json(path: pathlib.Path, data: dict[str, object]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
-
-
-def _open(
-    cache: pathlib.Path | None, name: str, shape: tuple[int, int], *, resume: bool
-) -> np.ndarray | None:
-    """A fresh array, or the partial memmap to resume (None when it cannot be resumed)."""
-    if cache is None:
-        return np.empty(shape, dtype=np.float32)
-    path = cache / f".{_safe(name)}.partial.npy"
-    if resume:
-        if not path.exists():
-            return None
-        arr = np.load(path, mmap_mode="r+")
-        return arr if arr.shape == shape else None
-    return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)

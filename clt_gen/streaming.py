@@ -43,9 +43,10 @@ from tqdm.auto import tqdm
 from clt_gen._io import atomic_write_text
 from clt_gen.errors import DataError, ValidationError, unknown_name_error
 from clt_gen.features import INPUT_LAYER, _projection, _reduce, hooked
-from clt_gen.sources import Source
+from clt_gen.sources import Source, as_source
 
 __all__ = [
+    "extract_features",
     "PassResult",
     "stream_pass",
     "select_scores",
@@ -320,7 +321,7 @@ def _resume_state(root: pathlib.Path | None) -> dict[str, Any]:
 
 def _finish(sink: _Sink, state: dict[str, Any], layers: list[str], probe: Any) -> PassResult:
     arrays = sink.arrays()
-    if "scores" not in arrays:
+    if "labels" not in arrays:
         raise DataError("the data yielded no batches; it must hold at least one example")
     if sink.root is not None and probe is not None:
         torch.save({"x": probe[0], "y": probe[1]}, sink.root / "probe.pt")
@@ -328,7 +329,7 @@ def _finish(sink: _Sink, state: dict[str, Any], layers: list[str], probe: Any) -
         saved = torch.load(sink.root / "probe.pt", weights_only=True)
         probe = (saved["x"], saved["y"])
     return PassResult(
-        scores=np.asarray(arrays["scores"], dtype=np.float64),
+        scores=np.asarray(arrays.get("scores", np.zeros((0, 0))), dtype=np.float64),
         labels=np.array(arrays["labels"], dtype=np.int64),
         features={n: arrays[f"f:{n}"] for n in layers if f"f:{n}" in arrays},
         kept=np.asarray(arrays.get("kept", np.zeros(0, np.int64)), dtype=np.int64),
@@ -354,6 +355,8 @@ def stream_pass(
     cache_parts: dict[str, Any] | None = None,
     random_state: int = 0,
     progress: bool = True,
+    scores: bool = True,
+    commit_every: float = 5.0,
 ) -> PassResult:
     """Run ``model`` over ``source`` once and keep per-row results (see the module doc).
 
@@ -367,7 +370,7 @@ def stream_pass(
     output : None, str, int or callable
         Selects the scores in the model's output (:func:`select_scores`).
     reduce, max_features, random_state
-        Feature reduction (as :func:`clt_gen.features.extract_features`).
+        Feature reduction (as :func:`extract_features`).
     keep : sorted array of int, optional
         Rows whose features are kept (all by default); scores and labels are kept for all.
     digests : bool
@@ -377,6 +380,10 @@ def stream_pass(
     cache_dir : path, optional
         Append results to files there (flat memory, reuse, resume); used only for sources
         with a fixed order. ``cache_parts`` must identify the model.
+    scores : bool
+        Read class scores from the output (False: features only, any output).
+    commit_every : float
+        Seconds between the commits an interrupted pass resumes from (0: every batch).
 
     Returns
     -------
@@ -384,7 +391,6 @@ def stream_pass(
     """
     if reduce not in ("avgpool", "flatten", "project"):
         raise ValidationError(f"reduce must be 'avgpool', 'flatten' or 'project' (got {reduce!r})")
-    kind = layer_kinds(model, layers)
     param = next(model.parameters(), None)
     dev = (
         torch.device(device)
@@ -392,44 +398,67 @@ def stream_pass(
         else (param.device if param is not None else torch.device("cpu"))
     )
     limit = max_features if max_features is not None else (256 if reduce == "project" else None)
-    keep_arr = None if keep is None else np.asarray(keep, dtype=np.int64)
-    parts = {
-        **(cache_parts or {}),
-        "data": source.fingerprint,
-        "layers": layers,
-        "output": output if not callable(output) else getattr(output, "__qualname__", "fn"),
-        "reduce": reduce,
-        "limit": limit,
-        "keep": None if keep_arr is None else hashlib.sha256(keep_arr.tobytes()).hexdigest(),
-        "digests": digests,
-        "probe_rows": probe_rows,
-        "random_state": random_state,
-    }
-    root = _cache_root(cache_dir, parts, source) if cache_parts is not None else None
+    spec = _Spec(
+        layers=list(layers),
+        kind=layer_kinds(model, list(layers)),
+        output=output,
+        keep=None if keep is None else np.asarray(keep, dtype=np.int64),
+        digests=digests,
+        probe_rows=probe_rows,
+        scores=scores,
+        reducer=_Reducer(reduce, limit, random_state, dev),
+        device=dev,
+        progress=progress,
+        commit_every=commit_every,
+    )
+    root = (
+        _cache_root(cache_dir, spec.cache_key(cache_parts, source), source)
+        if (cache_parts is not None)
+        else None
+    )
     state = _resume_state(root)
     sink = _Sink(root)
     if state["complete"]:
-        return _finish(sink, {**state, "from_cache": True}, layers, None)
-    reducer = _Reducer(reduce, limit, random_state, dev)
-    probe = _run_batches(
-        model,
-        source,
-        sink,
-        state,
-        reducer,
-        kind,
-        layers,
-        output,
-        keep_arr,
-        digests,
-        probe_rows,
-        dev,
-        progress,
-    )
+        return _finish(sink, {**state, "from_cache": True}, spec.layers, None)
+    probe = _run_batches(model, source, sink, state, spec)
     state["complete"] = True
     sink.commit(state)
     sink.close()
-    return _finish(sink, state, layers, probe)
+    return _finish(sink, state, spec.layers, probe)
+
+
+@dataclass
+class _Spec:
+    """What one pass reads and keeps."""
+
+    layers: list[str]
+    kind: str
+    output: Output
+    keep: np.ndarray | None
+    digests: bool
+    probe_rows: int
+    scores: bool
+    reducer: _Reducer
+    device: torch.device
+    progress: bool
+    commit_every: float
+
+    def cache_key(self, parts: dict[str, Any] | None, source: Source) -> dict[str, Any]:
+        """Everything the cached results depend on."""
+        out = self.output
+        return {
+            **(parts or {}),
+            "data": source.fingerprint,
+            "layers": self.layers,
+            "output": out if not callable(out) else getattr(out, "__qualname__", "fn"),
+            "reduce": self.reducer.reduce,
+            "limit": self.reducer.limit,
+            "keep": None if self.keep is None else hashlib.sha256(self.keep.tobytes()).hexdigest(),
+            "digests": self.digests,
+            "probe_rows": self.probe_rows,
+            "scores": self.scores,
+            "random_state": self.reducer.random_state,
+        }
 
 
 def _expected_input(model: nn.Module) -> str:
@@ -478,47 +507,44 @@ def _kept_rows(keep: np.ndarray | None, lo: int, hi: int) -> np.ndarray:
     return keep[(keep >= lo) & (keep < hi)] - lo
 
 
-def _write_batch(  # noqa: PLR0913 - one batch's pieces
+def _write_batch(
     sink: _Sink,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    scores: torch.Tensor,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    scores: torch.Tensor | None,
     acts: dict[str, torch.Tensor],
-    sel: np.ndarray,
     lo: int,
-    reducer: _Reducer,
-    layers: list[str],
-    digests: bool,
-) -> None:
-    sink.add("scores", scores.detach().float().cpu().numpy())
+    spec: _Spec,
+) -> int:
+    """Append one batch's per-row results; returns how many rows' features were kept."""
+    x, y = batch
+    sel = _kept_rows(spec.keep, lo, lo + len(y))
+    if scores is not None:
+        sink.add("scores", scores.detach().float().cpu().numpy())
     sink.add("labels", y.cpu().numpy().astype(np.int64))
-    if digests:
+    if spec.digests:
         sink.add("digests", _digests(x))
     if not len(sel):
-        return
+        return 0
     sink.add("kept", (sel + lo).astype(np.int64))
-    idx = torch.from_numpy(sel).to(scores.device) if len(sel) < len(y) else None
-    for name in layers:
-        a: Any = x.to(scores.device) if name == INPUT_LAYER else acts[name]
+    idx = torch.from_numpy(sel).to(spec.device) if len(sel) < len(y) else None
+    for name in spec.layers:
+        a: Any = x.to(spec.device) if name == INPUT_LAYER else acts[name]
         if isinstance(a, (tuple, list)):
             a = a[0]
-        sink.add(f"f:{name}", reducer(name, a if idx is None else a.index_select(0, idx)))
+        sink.add(f"f:{name}", spec.reducer(name, a if idx is None else a.index_select(0, idx)))
+    return len(sel)
 
 
-def _run_batches(  # noqa: PLR0913 - the pass's parts, named
-    model: nn.Module,
-    source: Source,
-    sink: _Sink,
-    state: dict[str, Any],
-    reducer: _Reducer,
-    kind: str,
-    layers: list[str],
-    output: Output,
-    keep: np.ndarray | None,
-    digests: bool,
-    probe_rows: int,
-    dev: torch.device,
-    progress: bool,
+def _batch_scores(out: Any, y: torch.Tensor, spec: _Spec, name: str) -> torch.Tensor | None:
+    if not spec.scores:
+        return None
+    scores = select_scores(out, spec.output)
+    _check_labels(y, scores.shape[1], name)
+    return scores
+
+
+def _run_batches(
+    model: nn.Module, source: Source, sink: _Sink, state: dict[str, Any], spec: _Spec
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The loop: forward each batch not done before and append its results to ``sink``."""
     start, rows, last_commit = int(state["rows"]), 0, time.monotonic()
@@ -528,23 +554,22 @@ def _run_batches(  # noqa: PLR0913 - the pass's parts, named
         initial=start,
         desc=f"{source.name} pass",
         unit="ex",
-        disable=not progress,
+        disable=not spec.progress,
         leave=False,
     )
-    with _tap(model, layers, kind) as run:
+    with _tap(model, spec.layers, spec.kind) as run:
         for x, y in source.batches():
             lo, rows = rows, rows + len(y)
-            if lo < probe_rows:
-                probe.append((x[: probe_rows - lo].cpu(), y[: probe_rows - lo].cpu()))
+            if lo < spec.probe_rows:
+                probe.append((x[: spec.probe_rows - lo].cpu(), y[: spec.probe_rows - lo].cpu()))
             if rows <= start:
                 continue  # done before an interruption
-            out, acts = _forward(run, x.to(dev, non_blocking=True), first=lo == start, model=model)
-            scores = select_scores(out, output)
-            _check_labels(y, scores.shape[1], source.name)
-            sel = _kept_rows(keep, lo, rows)
-            _write_batch(sink, x, y, scores, acts, sel, lo, reducer, layers, digests)
-            state["rows"], state["kept"] = rows, int(state["kept"]) + len(sel)
-            if time.monotonic() - last_commit > 5.0:
+            xd = x.to(spec.device, non_blocking=True)
+            out, acts = _forward(run, xd, first=lo == start, model=model)
+            scores = _batch_scores(out, y, spec, source.name)
+            kept = _write_batch(sink, (x, y), scores, acts, lo, spec)
+            state["rows"], state["kept"] = rows, int(state["kept"]) + kept
+            if time.monotonic() - last_commit >= spec.commit_every:
                 sink.commit(state)
                 last_commit = time.monotonic()
             bar.update(len(y))
@@ -552,3 +577,81 @@ def _run_batches(  # noqa: PLR0913 - the pass's parts, named
     if not probe:
         return None
     return torch.cat([p[0] for p in probe]), torch.cat([p[1] for p in probe])
+
+
+def extract_features(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    layers: list[str],
+    reduce: str = "avgpool",
+    max_features: int | None = None,
+    batch_size: int = 1024,
+    device: str | torch.device | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    cache_parts: dict[str, object] | None = None,
+    random_state: int = 0,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """Features of ``layers`` for every row of ``x``, as float32 arrays ``(n_samples, d)``.
+
+    A one-pass :func:`stream_pass` over the tensor ``x`` that keeps features only (the
+    model's output may be anything).
+
+    Parameters
+    ----------
+    model : nn.Module
+    x : tensor of shape (n_samples, ...)
+        Inputs (on any device; moved batch by batch).
+    layers : list of str
+        Module or graph node names, or ``"input"`` for the inputs themselves.
+    reduce : {"avgpool", "flatten", "project"}
+        Convolutional maps (and token sequences) are globally average pooled, flattened,
+        or flattened and randomly projected (Gaussian, seeded by ``random_state``) to at
+        most ``max_features`` dimensions (``project`` defaults to 256). With
+        ``avgpool``/``flatten`` and ``max_features``, wider layers are projected too.
+    batch_size : int
+    device : str or torch.device, optional
+    cache_dir : path, optional
+        Write features there as they come; a rerun with the same ``cache_parts``
+        (checkpoint hash, data hash, split) reuses them, and an interrupted extraction
+        resumes after the last completed batch.
+    cache_parts : dict
+        What identifies the features (must include the checkpoint and data hashes).
+    random_state : int
+    progress : bool
+
+    Returns
+    -------
+    dict of str to array
+
+    Examples
+    --------
+    >>> import torch
+    >>> from clt_gen.models import build_model
+    >>> net = build_model("model-c", (1, 8, 8), 3, k=1, w=4)
+    >>> feats = extract_features(net, torch.rand(10, 1, 8, 8), layers=["stem", "head"],
+    ...                          progress=False)
+    >>> feats["stem"].shape, feats["head"].shape
+    ((10, 4), (10, 3))
+    """
+    if max_features is not None and max_features < 1:
+        raise ValidationError(f"max_features must be an int >= 1 or None (got {max_features})")
+    src = as_source(
+        (x.cpu(), torch.zeros(len(x), dtype=torch.long)), name="x", batch_size=batch_size
+    )
+    res = stream_pass(
+        model,
+        src,
+        layers=list(layers),
+        reduce=reduce,
+        max_features=max_features,
+        device=device,
+        cache_dir=cache_dir,
+        cache_parts=None if cache_dir is None else {**(cache_parts or {}), "extract": 1},
+        random_state=random_state,
+        progress=progress,
+        scores=False,
+        commit_every=0.0,
+    )
+    return res.features

@@ -179,6 +179,251 @@ def _arch_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     return kw
 
 
+@dataclass
+class _Run:
+    """What every stage of one training run shares."""
+
+    cfg: TrainConfig
+    out: pathlib.Path
+    splits: Splits
+    model: nn.Module
+    reg: Any
+    device: torch.device
+    amp_dtype: torch.dtype
+    scaler: Any
+    gen: torch.Generator
+    meta_base: dict[str, Any]
+    callbacks: list[Callback]
+    step: int = 0
+    n_seen: int = 0
+    last_good: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def use_amp(self) -> bool:
+        return self.device.type == "cuda"
+
+    def log(self, record: dict[str, Any]) -> None:
+        with open(self.out / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(record, default=float) + "\n")
+
+
+def _meta_base(cfg: TrainConfig, splits: Splits, device: torch.device) -> dict[str, Any]:
+    return {
+        "arch": cfg.arch,
+        "arch_kwargs": _arch_kwargs(cfg),
+        "input_shape": list(splits.x["train"].shape[1:]),
+        "n_classes": splits.n_classes,
+        "dataset": splits.dataset,
+        "data_config": splits.config.to_dict(),
+        "data_fingerprint": splits.fingerprint(),
+        "split_sizes": splits.sizes(),
+        "train_config": cfg.to_dict(),
+        "omega": cfg.omega,
+        "device": str(device),
+    }
+
+
+def _setup(
+    cfg: TrainConfig, out: pathlib.Path, splits: Splits | None, callbacks: Sequence[Callback]
+) -> _Run:
+    """Data, model (seeded), mixed precision and callbacks of a run."""
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    if splits is None:
+        ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir, **cfg.dataset_params)
+        splits = make_splits(ds, cfg.data)
+    (out / "metrics.jsonl").unlink(missing_ok=True)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(cfg.seed)
+        model = build_model(
+            cfg.arch, tuple(splits.x["train"].shape[1:]), splits.n_classes, **_arch_kwargs(cfg)
+        )
+    model.to(device)
+    use_amp = device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    run = _Run(
+        cfg=cfg,
+        out=out,
+        splits=splits,
+        model=model,
+        reg=cfg.regularizer(),
+        device=device,
+        amp_dtype=amp_dtype,
+        scaler=torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16),
+        gen=torch.Generator().manual_seed(cfg.seed + 1),
+        meta_base=_meta_base(cfg, splits, device),
+        callbacks=list(callbacks),
+    )
+    run.callbacks += _probe_callbacks(run)
+    run.last_good = copy.deepcopy(model.state_dict())
+    return run
+
+
+def _probe_callbacks(run: _Run) -> list[Callback]:
+    cfg = run.cfg
+    if cfg.probe_every <= 0:
+        return []
+    from clt_gen.trainability import TrainabilityProbe
+
+    if run.reg.name not in ("shannon", "squared"):
+        raise ValidationError(
+            f"probe_every needs omega 'shannon' or 'squared' (got {run.reg.name!r})"
+        )
+    n_probe = min(64, len(run.splits.y["train"]))
+    x = run.splits.x["train"][:n_probe].to(run.device)
+    y = run.splits.y["train"][:n_probe].to(run.device)
+    probe = TrainabilityProbe(
+        x, y, every=cfg.probe_every, omega=run.reg.name, label_smoothing=cfg.label_smoothing
+    )
+    return [probe]
+
+
+def _phases(run: _Run) -> list[tuple[str, torch.Tensor, torch.Tensor, list[nn.Parameter]]]:
+    """``(name, inputs, labels, trained parameters)``: one phase, or two with ``two_phase``."""
+    x_all = run.splits.x["train"].to(run.device)
+    y_all = run.splits.y["train"].to(run.device)
+    if run.cfg.two_phase is None:
+        return [("train", x_all, y_all, list(run.model.parameters()))]
+    n1 = max(1, int(round(run.cfg.two_phase * len(y_all))))
+    return [
+        ("phase1", x_all[:n1], y_all[:n1], list(run.model.parameters())),
+        ("phase2", x_all, y_all, list(_last_linear(run.model).parameters())),
+    ]
+
+
+def _diverged(run: _Run, loss: torch.Tensor, epoch: int, last_finite: float | None) -> None:
+    """Save the last good weights and raise :class:`TrainingDivergedError`."""
+    run.model.load_state_dict(run.last_good)
+    save_checkpoint(
+        run.out, run.model, {**run.meta_base, "status": "diverged", "diverged_at_step": run.step}
+    )
+    raise TrainingDivergedError(
+        f"loss became {float(loss.detach())} at step {run.step} (epoch {epoch + 1}); "
+        f"the last finite loss was {last_finite} at step {run.step - 1}. The last "
+        f"good weights (end of the previous epoch) are saved in {run.out}. Lower lr "
+        f"(got {run.cfg.lr}) or add weight_decay"
+    )
+
+
+def _train_epoch(
+    run: _Run, phase: str, epoch: int, xp: torch.Tensor, yp: torch.Tensor, opt: Any, sched: Any
+) -> float:
+    """One pass over ``(xp, yp)`` in seeded random order; returns the mean training loss."""
+    cfg = run.cfg
+    run.model.train()
+    steps = math.ceil(len(yp) / cfg.batch_size)
+    perm = torch.randperm(len(yp), generator=run.gen).to(run.device)
+    flip = run.splits.dataset in ("cifar10", "cifar100")
+    bar = tqdm(
+        range(steps),
+        desc=f"{phase} epoch {epoch + 1}/{cfg.epochs}",
+        disable=not cfg.progress,
+        leave=False,
+    )
+    running, last_finite = 0.0, None
+    for b in bar:
+        idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+        xb, yb = xp[idx], yp[idx]
+        if cfg.augment:
+            xb = augment_batch(xb, run.gen, flip=flip)
+        with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.use_amp):
+            out_scores = run.model(xb)
+        loss = objective(run.reg, out_scores, yb, cfg.label_smoothing).mean()
+        if not torch.isfinite(loss):
+            _diverged(run, loss, epoch, last_finite)
+        last_finite = float(loss.detach())
+        opt.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.step(opt)
+        run.scaler.update()
+        if sched is not None:
+            sched.step()
+        run.step += 1
+        run.n_seen += len(yb)
+        running += last_finite
+        if run.callbacks:
+            state = TrainState(run.model, run.step, epoch, last_finite, xb, yb, cfg, run.log)
+            for cb in run.callbacks:
+                cb.on_step(state)
+        if b % 20 == 0:
+            bar.set_postfix(loss=f"{running / (b + 1):.4f}")
+    return running / steps
+
+
+def _val_metrics(run: _Run) -> dict[str, float]:
+    sp = run.splits
+    if not len(sp.y["val"]):
+        return {"loss": math.nan, "accuracy": math.nan}
+    return evaluate_split(
+        run.model, sp.x["val"], sp.y["val"], run.reg, run.cfg.label_smoothing, run.device
+    )
+
+
+def _train_phase(
+    run: _Run, phase: str, xp: torch.Tensor, yp: torch.Tensor, params: list[nn.Parameter]
+) -> None:
+    """Train ``params`` for ``epochs`` (with early stopping) and log every epoch."""
+    cfg = run.cfg
+    for prm in run.model.parameters():
+        prm.requires_grad_(any(prm is q for q in params))
+    opt = _make_optimizer(cfg, [q for q in params if q.requires_grad])
+    total = math.ceil(len(yp) / cfg.batch_size) * cfg.epochs
+    sched = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+        if cfg.schedule == "cosine"
+        else None
+    )
+    best_val, best_state, bad_epochs = math.inf, None, 0
+    for epoch in range(cfg.epochs):
+        t_epoch = time.perf_counter()
+        train_loss = _train_epoch(run, phase, epoch, xp, yp, opt, sched)
+        val = _val_metrics(run)
+        secs = time.perf_counter() - t_epoch
+        run.log(
+            {
+                "phase": phase,
+                "epoch": epoch + 1,
+                "step": run.step,
+                "train_loss": train_loss,
+                "val_loss": val["loss"],
+                "val_accuracy": val["accuracy"],
+                "lr": opt.param_groups[0]["lr"],
+                "seconds": secs,
+                "images_per_s": len(yp) / secs,
+            }
+        )
+        run.last_good = copy.deepcopy(run.model.state_dict())
+        end = TrainState(run.model, run.step, epoch, train_loss, xp[:0], yp[:0], cfg, run.log)
+        for cb in run.callbacks:
+            cb.on_epoch_end(end)
+        if cfg.early_stopping and phase != "phase2":
+            if val["loss"] < best_val - 1e-6:
+                best_val, best_state, bad_epochs = val["loss"], run.last_good, 0
+            else:
+                bad_epochs += 1
+                if bad_epochs >= cfg.early_stopping:
+                    run.log({"phase": phase, "early_stopped_at_epoch": epoch + 1})
+                    break
+    if best_state is not None:
+        run.model.load_state_dict(best_state)
+
+
+def _final_metrics(run: _Run, seconds: float) -> dict[str, float]:
+    metrics: dict[str, float] = {
+        "train_seconds": seconds,
+        "steps": float(run.step),
+        "images_seen": float(run.n_seen),
+    }
+    sp = run.splits
+    for split in ("train", "val", "certify", "check"):
+        if len(sp.y[split]):
+            eps = run.cfg.label_smoothing if split == "train" else 0.0
+            r = evaluate_split(run.model, sp.x[split], sp.y[split], run.reg, eps, run.device)
+            metrics[f"{split}_loss"] = r["loss"]
+            metrics[f"{split}_accuracy"] = r["accuracy"]
+    return metrics
+
+
 def train(
     config: TrainConfig,
     out_dir: str | os.PathLike[str],
@@ -192,201 +437,40 @@ def train(
     train, val, certify and check splits) and appends per-epoch metrics to
     ``out_dir/metrics.jsonl``.
 
+    Parameters
+    ----------
+    config : TrainConfig
+    out_dir : path
+    callbacks : sequence of Callback
+        Called after every step and epoch.
+    splits : Splits, optional
+        Data already split (by default the dataset of ``config``, split by ``config.data``).
+
+    Returns
+    -------
+    TrainResult
+
     Raises
     ------
     TrainingDivergedError
         When the loss becomes NaN/inf; the last good weights are saved first.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> res = train(TrainConfig(arch="mlp", arch_kwargs={"width": 16, "depth": 1}, epochs=1,
+    ...                         progress=False), tempfile.mkdtemp() + "/ckpt")
+    >>> 0.0 <= res.metrics["check_accuracy"] <= 1.0
+    True
     """
-    cfg = config
-    out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
-    reg = cfg.regularizer()
-    if splits is None:
-        ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir, **cfg.dataset_params)
-        splits = make_splits(ds, cfg.data)
-    input_shape = tuple(splits.x["train"].shape[1:])
-    metrics_path = out / "metrics.jsonl"
-    metrics_path.unlink(missing_ok=True)
-
-    def log(record: dict[str, Any]) -> None:
-        with open(metrics_path, "a") as fh:
-            fh.write(json.dumps(record, default=float) + "\n")
-
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(cfg.seed)
-        model = build_model(cfg.arch, input_shape, splits.n_classes, **_arch_kwargs(cfg))
-    model.to(device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    use_amp = device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
-    flip = splits.dataset in ("cifar10", "cifar100")
-
-    x_all = splits.x["train"].to(device)
-    y_all = splits.y["train"].to(device)
-    phases: list[tuple[str, torch.Tensor, torch.Tensor, list[nn.Parameter]]] = []
-    if cfg.two_phase is not None:
-        n1 = max(1, int(round(cfg.two_phase * len(y_all))))
-        phases.append(("phase1", x_all[:n1], y_all[:n1], list(model.parameters())))
-        phases.append(("phase2", x_all, y_all, list(_last_linear(model).parameters())))
-    else:
-        phases.append(("train", x_all, y_all, list(model.parameters())))
-
-    meta_base: dict[str, Any] = {
-        "arch": cfg.arch,
-        "arch_kwargs": _arch_kwargs(cfg),
-        "input_shape": list(input_shape),
-        "n_classes": splits.n_classes,
-        "dataset": splits.dataset,
-        "data_config": splits.config.to_dict(),
-        "data_fingerprint": splits.fingerprint(),
-        "split_sizes": splits.sizes(),
-        "train_config": cfg.to_dict(),
-        "omega": cfg.omega,
-        "device": str(device),
-    }
-    callbacks = list(callbacks)
-    if cfg.probe_every > 0:
-        from clt_gen.trainability import TrainabilityProbe
-
-        n_probe = min(64, len(y_all))
-        if reg.name not in ("shannon", "squared"):
-            raise ValidationError(
-                f"probe_every needs omega 'shannon' or 'squared' (got {reg.name!r})"
-            )
-        callbacks.append(
-            TrainabilityProbe(
-                x_all[:n_probe],
-                y_all[:n_probe],
-                every=cfg.probe_every,
-                omega=reg.name,
-                label_smoothing=cfg.label_smoothing,
-            )
-        )
-    step = 0
-    last_good = copy.deepcopy(model.state_dict())
-    best_val, best_state, bad_epochs = math.inf, None, 0
+    run = _setup(config, pathlib.Path(out_dir), splits, callbacks)
     t_start = time.perf_counter()
-    n_seen = 0
-    for phase, xp, yp, params in phases:
-        for prm in model.parameters():
-            prm.requires_grad_(any(prm is q for q in params))
-        opt = _make_optimizer(cfg, [q for q in params if q.requires_grad])
-        steps_per_epoch = math.ceil(len(yp) / cfg.batch_size)
-        total = steps_per_epoch * cfg.epochs
-        sched = (
-            torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
-            if cfg.schedule == "cosine"
-            else None
-        )
-        for epoch in range(cfg.epochs):
-            model.train()
-            perm = torch.randperm(len(yp), generator=gen).to(device)
-            bar = tqdm(
-                range(steps_per_epoch),
-                desc=f"{phase} epoch {epoch + 1}/{cfg.epochs}",
-                disable=not cfg.progress,
-                leave=False,
-            )
-            running, t_epoch = 0.0, time.perf_counter()
-            last_finite: float | None = None
-            for b in bar:
-                idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                xb, yb = xp[idx], yp[idx]
-                if cfg.augment:
-                    xb = augment_batch(xb, gen, flip=flip)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                    out_scores = model(xb)
-                loss = objective(reg, out_scores, yb, cfg.label_smoothing).mean()
-                if not torch.isfinite(loss):
-                    model.load_state_dict(last_good)
-                    save_checkpoint(
-                        out, model, {**meta_base, "status": "diverged", "diverged_at_step": step}
-                    )
-                    raise TrainingDivergedError(
-                        f"loss became {float(loss.detach())} at step {step} (epoch {epoch + 1}); "
-                        f"the last finite loss was {last_finite} at step {step - 1}. The last "
-                        f"good weights (end of the previous epoch) are saved in {out}. Lower lr "
-                        f"(got {cfg.lr}) or add weight_decay"
-                    )
-                last_finite = float(loss.detach())
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                if sched is not None:
-                    sched.step()
-                step += 1
-                n_seen += len(yb)
-                running += float(loss.detach())
-                if callbacks:
-                    state = TrainState(model, step, epoch, float(loss.detach()), xb, yb, cfg, log)
-                    for cb in callbacks:
-                        cb.on_step(state)
-                if b % 20 == 0:
-                    bar.set_postfix(loss=f"{running / (b + 1):.4f}")
-            val = (
-                evaluate_split(
-                    model, splits.x["val"], splits.y["val"], reg, cfg.label_smoothing, device
-                )
-                if len(splits.y["val"])
-                else {"loss": math.nan, "accuracy": math.nan}
-            )
-            secs = time.perf_counter() - t_epoch
-            log(
-                {
-                    "phase": phase,
-                    "epoch": epoch + 1,
-                    "step": step,
-                    "train_loss": running / steps_per_epoch,
-                    "val_loss": val["loss"],
-                    "val_accuracy": val["accuracy"],
-                    "lr": opt.param_groups[0]["lr"],
-                    "seconds": secs,
-                    "images_per_s": len(yp) / secs,
-                }
-            )
-            last_good = copy.deepcopy(model.state_dict())
-            for cb in callbacks:
-                cb.on_epoch_end(
-                    TrainState(
-                        model, step, epoch, running / steps_per_epoch, xp[:0], yp[:0], cfg, log
-                    )
-                )
-            if cfg.early_stopping and phase != "phase2":
-                if val["loss"] < best_val - 1e-6:
-                    best_val, best_state, bad_epochs = val["loss"], last_good, 0
-                else:
-                    bad_epochs += 1
-                    if bad_epochs >= cfg.early_stopping:
-                        log({"phase": phase, "early_stopped_at_epoch": epoch + 1})
-                        break
-        if best_state is not None:
-            model.load_state_dict(best_state)
-            best_state, best_val = None, math.inf
-    for prm in model.parameters():
+    for phase, xp, yp, params in _phases(run):
+        _train_phase(run, phase, xp, yp, params)
+    for prm in run.model.parameters():
         prm.requires_grad_(True)
-    model.eval()
-    metrics: dict[str, float] = {
-        "train_seconds": time.perf_counter() - t_start,
-        "steps": float(step),
-        "images_seen": float(n_seen),
-    }
-    for split in ("train", "val", "certify", "check"):
-        if len(splits.y[split]):
-            r = evaluate_split(
-                model,
-                splits.x[split],
-                splits.y[split],
-                reg,
-                cfg.label_smoothing if split == "train" else 0.0,
-                device,
-            )
-            metrics[f"{split}_loss"] = r["loss"]
-            metrics[f"{split}_accuracy"] = r["accuracy"]
-    meta = {**meta_base, "status": "complete", "metrics": metrics}
-    meta["weights_sha256"] = save_checkpoint(out, model.cpu(), meta)
-    return TrainResult(out, metrics, meta)
+    run.model.eval()
+    metrics = _final_metrics(run, time.perf_counter() - t_start)
+    meta = {**run.meta_base, "status": "complete", "metrics": metrics}
+    meta["weights_sha256"] = save_checkpoint(run.out, run.model.cpu(), meta)
+    return TrainResult(run.out, metrics, meta)

@@ -14,8 +14,9 @@ from clt_gen.cli import main
 from clt_gen.duality import get_regularizer
 from clt_gen.errors import DataError, ValidationError
 from clt_gen.evaluation import EvaluateConfig, evaluate
-from clt_gen.features import extract_features, hooked, list_layers
+from clt_gen.features import hooked, list_layers
 from clt_gen.models import build_model
+from clt_gen.streaming import extract_features
 from clt_gen.training import TrainConfig, train
 
 
