@@ -22,9 +22,9 @@ from typing import Any, Literal
 import numpy as np
 from scipy import optimize, stats
 
-from clt_gen.duality import get_regularizer
-from clt_gen.errors import ValidationError
+from clt_gen.errors import ValidationError, unknown_name_error
 from estimators import generalized_entropy
+from estimators.cells import cell_counts, kmeans_cells
 
 __all__ = [
     "Bound",
@@ -166,7 +166,7 @@ def data_floor(
     >>> round(b.value, 6)  # two of three points share an input with opposite labels
     0.462098
     """
-    reg = get_regularizer(omega, **({"alpha": alpha} if omega == "tsallis" else {}))
+    generalized_entropy(np.full((1, 2), 0.5), omega=omega, alpha=alpha)  # checks omega first
     y = np.asarray(y, dtype=np.int64)
     if len(y) != len(inputs) or len(y) == 0:
         raise ValidationError(
@@ -181,7 +181,7 @@ def data_floor(
     n_x = counts.sum(1)
     cond = counts / n_x[:, None]
     cond = (1.0 - label_smoothing) * cond + label_smoothing / n_classes
-    h = np.asarray(reg.entropy(cond))
+    h = generalized_entropy(cond, omega=omega, alpha=alpha)
     value = float(np.sum(n_x * h) / len(y))
     dup_groups = int(np.sum(n_x > 1))
     conflicting = int(np.sum((counts > 0).sum(1) > 1))
@@ -329,6 +329,71 @@ def kl_inverse(q: float, budget: float) -> float:
     )
 
 
+def _check_validation_args(
+    risk: float, n_samples: int, delta: float, n_candidates: int, loss_range: float, method: str
+) -> tuple[float, int, int, float]:
+    if method not in VALIDATION_METHODS:
+        raise unknown_name_error("method", method, VALIDATION_METHODS)
+    delta = _check_delta(delta)
+    m = _check_positive_int("n_samples", n_samples)
+    n_f = _check_positive_int("n_candidates", n_candidates)
+    if not (loss_range > 0 and math.isfinite(loss_range)):
+        raise ValidationError(f"loss_range must be a float > 0 (got {loss_range!r})")
+    if not (0.0 <= risk <= loss_range + 1e-12):
+        raise ValidationError(
+            f"risk must lie in [0, loss_range] = [0, {loss_range}] (got {risk!r}); clip the "
+            "loss at loss_range or certify the 0-1 error instead"
+        )
+    if method in ("binomial", "kl") and loss_range != 1.0:
+        raise ValidationError(
+            f"method={method!r} certifies the 0-1 error: loss_range must be 1 (got {loss_range})"
+        )
+    return delta, m, n_f, float(loss_range)
+
+
+def _slack(
+    method: str,
+    m: int,
+    n_f: int,
+    delta: float,
+    c: float,
+    variance: float | None,
+    terms: dict[str, Any],
+    assumptions: list[str],
+) -> float:
+    """Slack of the Hoeffding, Bernstein or empirical Bernstein bound."""
+    log_term = math.log(n_f / delta)
+    if method == "hoeffding":
+        return c * math.sqrt(log_term / (2 * m))
+    if method == "bernstein":
+        var = c * c / 4.0 if variance is None else float(variance)
+        terms["variance_bound"] = var
+        assumptions.append(f"loss variance <= {var}")
+        return 2 * c * log_term / (3 * m) + math.sqrt(2 * var * log_term / m)
+    if variance is None:
+        raise ValidationError(
+            "method='empirical_bernstein' needs variance= the sample variance of the "
+            "held-out losses"
+        )
+    if m < 2:
+        raise ValidationError("empirical_bernstein needs n_samples >= 2")
+    lt = math.log(2 * n_f / delta)
+    terms["sample_variance"] = float(variance)
+    return math.sqrt(2 * float(variance) * lt / m) + 7 * c * lt / (3 * (m - 1))
+
+
+def _binary_value(
+    method: str, risk: float, m: int, n_f: int, delta: float, terms: dict[str, Any]
+) -> float:
+    """Exact binomial (Clopper-Pearson) or KL upper confidence bound on a 0-1 error."""
+    k = int(round(risk * m))
+    if method == "binomial":
+        terms["n_errors"] = k
+        # upper-tail form: beta.ppf(1 - d) rounds 1 - d to 1 once d < 1e-16
+        return 1.0 if k >= m else float(stats.beta.isf(delta / n_f, k + 1, m - k))
+    return kl_inverse(k / m, math.log(n_f / delta) / m)
+
+
 def validation_bound(
     risk: float,
     n_samples: int,
@@ -362,22 +427,9 @@ def validation_bound(
         ``binomial`` (exact Clopper–Pearson tail) and ``kl`` need the 0-1 loss
         (``loss_range=1`` and ``risk`` a fraction of errors).
     """
-    if method not in VALIDATION_METHODS:
-        from clt_gen.errors import unknown_name_error
-
-        raise unknown_name_error("method", method, VALIDATION_METHODS)
-    delta = _check_delta(delta)
-    m = _check_positive_int("n_samples", n_samples)
-    n_f = _check_positive_int("n_candidates", n_candidates)
-    if not (loss_range > 0 and math.isfinite(loss_range)):
-        raise ValidationError(f"loss_range must be a float > 0 (got {loss_range!r})")
-    if not (0.0 <= risk <= loss_range + 1e-12):
-        raise ValidationError(
-            f"risk must lie in [0, loss_range] = [0, {loss_range}] (got {risk!r}); clip the "
-            "loss at loss_range or certify the 0-1 error instead"
-        )
-    c = float(loss_range)
-    log_term = math.log(n_f / delta)
+    delta, m, n_f, c = _check_validation_args(
+        risk, n_samples, delta, n_candidates, loss_range, method
+    )
     terms: dict[str, Any] = {
         "empirical_risk": float(risk),
         "n_samples": m,
@@ -389,42 +441,13 @@ def validation_bound(
         f"loss in [0, {c}]",
         f"union bound over {n_f} candidate model(s)",
     ]
-    if method == "hoeffding":
-        slack = c * math.sqrt(log_term / (2 * m))
-        value = risk + slack
-    elif method == "bernstein":
-        var = c * c / 4.0 if variance is None else float(variance)
-        terms["variance_bound"] = var
-        slack = 2 * c * log_term / (3 * m) + math.sqrt(2 * var * log_term / m)
-        value = risk + slack
-        assumptions.append(f"loss variance <= {var}")
-    elif method == "empirical_bernstein":
-        if variance is None:
-            raise ValidationError(
-                "method='empirical_bernstein' needs variance= the sample variance of the "
-                "held-out losses"
-            )
-        lt = math.log(2 * n_f / delta)
-        if m < 2:
-            raise ValidationError("empirical_bernstein needs n_samples >= 2")
-        slack = math.sqrt(2 * float(variance) * lt / m) + 7 * c * lt / (3 * (m - 1))
-        terms["sample_variance"] = float(variance)
-        value = risk + slack
-    else:
-        if c != 1.0:
-            raise ValidationError(
-                f"method={method!r} certifies the 0-1 error: loss_range must be 1 (got {c})"
-            )
-        k = int(round(risk * m))
-        if method == "binomial":
-            d_eff = delta / n_f
-            # upper-tail form: beta.ppf(1 - d) rounds 1 - d to 1 once d < 1e-16
-            value = 1.0 if k >= m else float(stats.beta.isf(d_eff, k + 1, m - k))
-            terms["n_errors"] = k
-        else:
-            value = kl_inverse(k / m, log_term / m)
+    if method in ("binomial", "kl"):
+        value = _binary_value(method, risk, m, n_f, delta, terms)
         slack = value - risk
         assumptions.append("0-1 loss (errors are Bernoulli)")
+    else:
+        slack = _slack(method, m, n_f, delta, c, variance, terms, assumptions)
+        value = risk + slack
     terms["slack"] = float(slack)
     return Bound(
         name=f"validation_{method}",
@@ -442,6 +465,62 @@ def validation_bound(
 # ---------------------------------------------------------------------------
 # §6.3 frozen-representation bound
 # ---------------------------------------------------------------------------
+
+
+def _cell_entry(
+    z_fit: np.ndarray,
+    z_s2: np.ndarray,
+    y_s2: np.ndarray,
+    n_cells: int,
+    n_classes: int,
+    omega: str,
+    gen: np.random.Generator,
+    check: tuple[np.ndarray, np.ndarray] | None,
+) -> dict[str, Any]:
+    """Quantizer on ``z_fit``; plug-in head and its empirical risk on ``S₂``; checked risk."""
+    km = kmeans_cells(z_fit, n_cells, gen)
+    counts = cell_counts(km.predict(z_s2), y_s2, n_cells, n_classes)
+    n_c = counts.sum(1, keepdims=True)
+    prior = np.bincount(y_s2, minlength=n_classes) / len(y_s2)
+    head = np.where(n_c > 0, counts / np.maximum(n_c, 1), prior)  # per-cell posterior
+    emp = float(np.sum(n_c.ravel() * generalized_entropy(head, omega=omega)) / len(y_s2))
+    entry: dict[str, Any] = {"n_cells": n_cells, "empirical_risk": emp}
+    if check is not None:
+        pred, yc = head[km.predict(check[0])], check[1]
+        if omega == "zero_one":
+            entry["checked"] = float(np.mean(pred.argmax(1) != yc))
+        else:
+            e = pred.copy()
+            e[np.arange(len(yc)), yc] -= 1.0
+            entry["checked"] = float(np.mean(0.5 * (e * e).sum(1)))
+    return entry
+
+
+def _frozen_split(
+    z_certify: np.ndarray,
+    y_certify: np.ndarray,
+    omega: str,
+    cells: tuple[int, ...],
+    fit_fraction: float,
+    gen: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]:
+    """Checked arrays, the seeded quantizer/S₂ split of the certify part, and the grid."""
+    if omega not in ("zero_one", "squared"):
+        raise ValidationError(
+            f"omega must be 'zero_one' or 'squared' (bounded losses; got {omega!r})"
+        )
+    z = np.asarray(z_certify, dtype=np.float64).reshape(len(z_certify), -1)
+    y = np.asarray(y_certify, dtype=np.int64)
+    perm = gen.permutation(len(y))
+    n_fit = int(round(fit_fraction * len(y)))
+    fit_idx, s2_idx = perm[:n_fit], perm[n_fit:]
+    grid = tuple(int(c) for c in cells if 1 <= c <= n_fit)
+    if len(s2_idx) < 2 or not grid:
+        raise ValidationError(
+            f"certify split too small for the frozen-feature bound "
+            f"(fit {n_fit}, S₂ {len(s2_idx)}, cells {cells})"
+        )
+    return z, y, fit_idx, s2_idx, grid
 
 
 def frozen_feature_bound(
@@ -474,57 +553,27 @@ def frozen_feature_bound(
         risk), ``best`` (:class:`Bound` for the ``M`` with the smallest certificate, checked
         on ``z_check`` when given).
     """
-    from sklearn.cluster import KMeans
-
     delta = _check_delta(delta)
-    if omega not in ("zero_one", "squared"):
-        raise ValidationError(
-            f"omega must be 'zero_one' or 'squared' (bounded losses; got {omega!r})"
-        )
-    z = np.asarray(z_certify, dtype=np.float64).reshape(len(z_certify), -1)
-    y = np.asarray(y_certify, dtype=np.int64)
     gen = np.random.default_rng(random_state)
-    perm = gen.permutation(len(y))
-    n_fit = int(round(fit_fraction * len(y)))
-    fit_idx, s2_idx = perm[:n_fit], perm[n_fit:]
+    z, y, fit_idx, s2_idx, grid = _frozen_split(
+        z_certify, y_certify, omega, cells, fit_fraction, gen
+    )
     m = len(s2_idx)
-    grid = tuple(int(c) for c in cells if 1 <= c <= n_fit)
-    if m < 2 or not grid:
-        raise ValidationError(
-            f"certify split too small for the frozen-feature bound "
-            f"(fit {n_fit}, S₂ {m}, cells {cells})"
-        )
     c_loss = 1.0 if omega == "zero_one" else 1.0  # squared on the simplex: ½||e_y − p||² <= 1
     conf = math.sqrt(math.log(len(grid) / delta) / (2 * m))
-    curve = []
-    for n_cells in grid:
-        km = KMeans(n_clusters=n_cells, n_init=3, random_state=int(gen.integers(2**31)))
-        km.fit(z[fit_idx])
-        codes = km.predict(z[s2_idx])
-        counts = np.zeros((n_cells, n_classes))
-        np.add.at(counts, (codes, y[s2_idx]), 1.0)
-        n_c = counts.sum(1, keepdims=True)
-        global_prior = np.bincount(y[s2_idx], minlength=n_classes) / m
-        head = np.where(n_c > 0, counts / np.maximum(n_c, 1), global_prior)  # per-cell posterior
-        emp = float(np.sum(n_c.ravel() * generalized_entropy(head, omega=omega)) / m)
-        tv = 0.5 * math.sqrt((n_cells * n_classes - 1) / m) + conf
-        entry: dict[str, Any] = {
-            "n_cells": n_cells,
-            "empirical_risk": emp,
-            "tv_bound": tv,
-            "certified": emp + c_loss * tv,
-        }
-        if z_check is not None and y_check is not None:
-            zc = np.asarray(z_check, dtype=np.float64).reshape(len(z_check), -1)
-            pred = head[km.predict(zc)]
-            yc = np.asarray(y_check, dtype=np.int64)
-            if omega == "zero_one":
-                entry["checked"] = float(np.mean(pred.argmax(1) != yc))
-            else:
-                e = pred.copy()
-                e[np.arange(len(yc)), yc] -= 1.0
-                entry["checked"] = float(np.mean(0.5 * (e * e).sum(1)))
-        curve.append(entry)
+    check = None
+    if z_check is not None and y_check is not None:
+        check = (
+            np.asarray(z_check, dtype=np.float64).reshape(len(z_check), -1),
+            np.asarray(y_check, dtype=np.int64),
+        )
+    curve = [
+        _cell_entry(z[fit_idx], z[s2_idx], y[s2_idx], n_cells, n_classes, omega, gen, check)
+        for n_cells in grid
+    ]
+    for entry in curve:
+        entry["tv_bound"] = 0.5 * math.sqrt((entry["n_cells"] * n_classes - 1) / m) + conf
+        entry["certified"] = entry["empirical_risk"] + c_loss * entry["tv_bound"]
     best = min(curve, key=lambda e: e["certified"])
     bound = Bound(
         name="frozen_feature",

@@ -156,35 +156,52 @@ def load_checkpoint(
         Missing or corrupted files, hash mismatch, names or shapes that do not match,
         or a file that needs unpickling without ``trust_pickle``.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     p = pathlib.Path(path)
     if not p.exists():
         raise CheckpointError(f"checkpoint path does not exist: {str(p)!r}")
     if p.is_dir():
-        meta_path, weights = p / META_FILE, p / WEIGHTS_FILE
-        if not meta_path.exists() or not weights.exists():
-            raise CheckpointError(
-                f"{p} is not a checkpoint directory: it needs {META_FILE} and {WEIGHTS_FILE}"
-            )
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise CheckpointError(f"{meta_path} is not valid JSON ({exc})") from None
-        digest = file_sha256(weights)
-        if meta.get("weights_sha256") and meta["weights_sha256"] != digest:
-            raise CheckpointError(
-                f"{weights}: sha256 {digest[:12]}... does not match meta.json "
-                f"({str(meta['weights_sha256'])[:12]}...); the file was changed or corrupted"
-            )
-        model = _build(meta, str(p))
-        try:
-            state = load_file(str(weights))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"{weights} is corrupted or truncated ({exc})") from None
-        _load_state(model, state, str(weights))
-        return Checkpoint(model.to(map_location).eval(), meta, p, digest)
+        return _load_directory(p, map_location)
+    return _load_file(p, arch, trust_pickle, map_location)
+
+
+def _load_directory(p: pathlib.Path, map_location: str | torch.device) -> Checkpoint:
+    """``model.safetensors`` + ``meta.json``, the hash checked before any weight is read."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    meta_path, weights = p / META_FILE, p / WEIGHTS_FILE
+    if not meta_path.exists() or not weights.exists():
+        raise CheckpointError(
+            f"{p} is not a checkpoint directory: it needs {META_FILE} and {WEIGHTS_FILE}"
+        )
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{meta_path} is not valid JSON ({exc})") from None
+    digest = file_sha256(weights)
+    if meta.get("weights_sha256") and meta["weights_sha256"] != digest:
+        raise CheckpointError(
+            f"{weights}: sha256 {digest[:12]}... does not match meta.json "
+            f"({str(meta['weights_sha256'])[:12]}...); the file was changed or corrupted"
+        )
+    model = _build(meta, str(p))
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{weights} is corrupted or truncated ({exc})") from None
+    _load_state(model, state, str(weights))
+    return Checkpoint(model.to(map_location).eval(), meta, p, digest)
+
+
+def _load_file(
+    p: pathlib.Path,
+    arch: dict[str, Any] | None,
+    trust_pickle: bool,
+    map_location: str | torch.device,
+) -> Checkpoint:
+    """A ``.safetensors`` or state-dict file (with ``arch``), or an opted-in pickled model."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
 
     digest = file_sha256(p)
     if p.suffix == ".safetensors":

@@ -792,27 +792,18 @@ def evaluate(
     --------
     See the module docstring and ``docs/your-model.md``.
     """
-    if isinstance(model, EvaluateConfig):
-        if train is not None or test is not None:
-            raise ValidationError(
-                "evaluate(EvaluateConfig) uses the checkpoint's data: pass no train/test"
-            )
-        return _evaluate_config(model, output=output)
-    if train is None or test is None:
-        if isinstance(model, (str, os.PathLike)) and train is None and test is None:
-            cfg = EvaluateConfig(
-                checkpoint=str(model),
-                layers=_tuple(layers),
-                omega=omega,
-                delta=delta,
-                random_state=random_state,
-                device=device or "auto",
-                **options,
-            )
-            return _evaluate_config(cfg, output=output)
-        raise ValidationError(
-            "evaluate needs train and test data: evaluate(model, train, test) with each a "
-            "Dataset, a DataLoader or a pair (inputs, labels)"
+    if isinstance(model, EvaluateConfig) or train is None or test is None:
+        return _evaluate_without_data(
+            model,
+            train,
+            test,
+            layers=layers,
+            output=output,
+            omega=omega,
+            delta=delta,
+            random_state=random_state,
+            device=device,
+            **options,
         )
     cfg = EvaluateConfig(
         checkpoint=str(model) if isinstance(model, (str, os.PathLike)) else None,
@@ -823,36 +814,66 @@ def evaluate(
         device=device or "auto",
         **options,
     )
+    return _evaluate_user(model, (train, test, check), cfg, output=output, data_name=data_name)
+
+
+def _user_inputs(data: tuple[Any, Any, Any], cfg: EvaluateConfig, data_name: str) -> Inputs:
+    train, test, check = data
+    bs = cfg.batch_size
+    inputs = Inputs(
+        as_source(train, name="train", batch_size=bs),
+        as_source(test, name="test", batch_size=bs, heldout=True),
+        None if check is None else as_source(check, name="check", batch_size=bs, heldout=True),
+        {"name": data_name},
+    )
+    named = (("train", inputs.train), ("test", inputs.heldout), ("check", inputs.check))
+    sources = {k: src for k, src in named if src is not None}
+    inputs.provenance.update(
+        sources={k: src.describe() for k, src in sources.items()},
+        sha256=hashlib.sha256(
+            "".join(v.fingerprint for v in sources.values()).encode()
+        ).hexdigest(),
+    )
+    return inputs
+
+
+def _evaluate_user(
+    model: Any, data: tuple[Any, Any, Any], cfg: EvaluateConfig, *, output: Output, data_name: str
+) -> Report:
+    """A user's model (or checkpoint path) on the user's data."""
     clock, dev = _Clock(), resolve_device(cfg.device)
     if isinstance(model, (str, os.PathLike)):
         subject = _subject_from_checkpoint(str(model), cfg, dev)
     else:
         subject = _subject_from_module(model, cfg, dev)
-    inputs = Inputs(
-        as_source(train, name="train", batch_size=cfg.batch_size),
-        as_source(test, name="test", batch_size=cfg.batch_size, heldout=True),
-        None
-        if check is None
-        else as_source(check, name="check", batch_size=cfg.batch_size, heldout=True),
-        {"name": data_name},
-    )
-    inputs.provenance.update(
-        sources={
-            k: s.describe()
-            for k, s in (("train", inputs.train), ("test", inputs.heldout), ("check", inputs.check))
-            if s is not None
-        },
-        sha256=hashlib.sha256(
-            "".join(
-                s.fingerprint for s in (inputs.train, inputs.heldout, inputs.check) if s is not None
-            ).encode()
-        ).hexdigest(),
-    )
+    inputs = _user_inputs(data, cfg, data_name)
     clock.lap("load")
     report = _pipeline(subject, inputs, cfg, output=output, device=dev, clock=clock)
     if cfg.out is not None:
         report.save(cfg.out)
     return report
+
+
+def _evaluate_without_data(
+    model: Any, train: Any, test: Any, *, output: Output, **kw: Any
+) -> Report:
+    """``evaluate(EvaluateConfig)`` or ``evaluate(checkpoint_path)``: the recorded data."""
+    if isinstance(model, EvaluateConfig):
+        if train is not None or test is not None:
+            raise ValidationError(
+                "evaluate(EvaluateConfig) uses the checkpoint's data: pass no train/test"
+            )
+        return _evaluate_config(model, output=output)
+    if isinstance(model, (str, os.PathLike)) and train is None and test is None:
+        layers, device = kw.pop("layers"), kw.pop("device")
+        cfg = EvaluateConfig(
+            checkpoint=str(model), layers=_tuple(layers), device=device or "auto", **kw
+        )
+        return _evaluate_config(cfg, output=output)
+    raise ValidationError(
+        "evaluate needs train and test data: evaluate(model, train, test) with each a "
+        "Dataset, a DataLoader or a pair (inputs, labels)"
+    )
 
 
 def _tuple(v: Any) -> tuple[str, ...] | None:

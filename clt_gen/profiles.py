@@ -194,8 +194,21 @@ def layer_entropies(
         _profile(fits["train"], layers, auto),
         _profile(fits["heldout"], layers, auto),
     )
-    profile = dpi_profile([u.value for u in fits["bound"]])
     losses = _losses(layers, fits, feats, y_heldout, method=method, n_bootstrap=n_bootstrap, kw=kw)
+    rows = _rows(layers, fits, losses, (train_rows, held_rows), feats, delta)
+    return _order_flags(rows, raw=auto)
+
+
+def _rows(
+    layers: list[str],
+    fits: dict[str, list[Any]],
+    losses: list[Any],
+    profiles: tuple[list[EntropyEstimate], list[EntropyEstimate]],
+    feats: dict[str, dict[str, Any]],
+    delta: float,
+) -> list[LayerRow]:
+    """Assemble one :class:`LayerRow` per layer from the fits."""
+    profile = dpi_profile([u.value for u in fits["bound"]])
     rows: list[LayerRow] = []
     for i, name in enumerate(layers):
         ub, loss = fits["bound"][i], losses[i]
@@ -203,22 +216,22 @@ def layer_entropies(
         if loss is not None and "dpi_violation" in loss.flags:
             flags.append("dpi_violation")
         details = {k: v for k, v in ub.to_dict().items() if k not in ("value", "delta")}
+        info = None
+        if loss is not None:
+            ci = (float(loss.ci[0]), float(loss.ci[1])) if loss.ci else None
+            info = InformationLoss(float(loss.value), ci, layers[i - 1])
         rows.append(
             LayerRow(
                 name=name,
                 n_features=int(np.asarray(feats["certify"][name]).shape[1]),
-                H_train=train_rows[i],
-                H_heldout=held_rows[i],
+                H_train=profiles[0][i],
+                H_heldout=profiles[1][i],
                 H_upper=CertifiedUpper(ub.value, ub.delta, delta, profile[i], details),
-                information_loss=None
-                if loss is None
-                else InformationLoss(
-                    float(loss.value), tuple(loss.ci) if loss.ci else None, layers[i - 1]
-                ),
+                information_loss=info,
                 flags=tuple(flags),
             )
         )
-    return _order_flags(rows, raw=auto)
+    return rows
 
 
 def _order_flags(rows: list[LayerRow], *, raw: bool) -> list[LayerRow]:

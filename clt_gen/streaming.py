@@ -339,6 +339,26 @@ def _finish(sink: _Sink, state: dict[str, Any], layers: list[str], probe: Any) -
     )
 
 
+def _pass_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _reducer(
+    model: nn.Module,
+    reduce: str,
+    max_features: int | None,
+    random_state: int,
+    device: torch.device | str | None,
+) -> _Reducer:
+    if reduce not in ("avgpool", "flatten", "project"):
+        raise ValidationError(f"reduce must be 'avgpool', 'flatten' or 'project' (got {reduce!r})")
+    limit = max_features if max_features is not None else (256 if reduce == "project" else None)
+    return _Reducer(reduce, limit, random_state, _pass_device(model, device))
+
+
 def stream_pass(
     model: nn.Module,
     source: Source,
@@ -389,15 +409,6 @@ def stream_pass(
     -------
     PassResult
     """
-    if reduce not in ("avgpool", "flatten", "project"):
-        raise ValidationError(f"reduce must be 'avgpool', 'flatten' or 'project' (got {reduce!r})")
-    param = next(model.parameters(), None)
-    dev = (
-        torch.device(device)
-        if device is not None
-        else (param.device if param is not None else torch.device("cpu"))
-    )
-    limit = max_features if max_features is not None else (256 if reduce == "project" else None)
     spec = _Spec(
         layers=list(layers),
         kind=layer_kinds(model, list(layers)),
@@ -406,16 +417,13 @@ def stream_pass(
         digests=digests,
         probe_rows=probe_rows,
         scores=scores,
-        reducer=_Reducer(reduce, limit, random_state, dev),
-        device=dev,
+        reducer=_reducer(model, reduce, max_features, random_state, device),
+        device=_pass_device(model, device),
         progress=progress,
         commit_every=commit_every,
     )
-    root = (
-        _cache_root(cache_dir, spec.cache_key(cache_parts, source), source)
-        if (cache_parts is not None)
-        else None
-    )
+    parts = None if cache_parts is None else spec.cache_key(cache_parts, source)
+    root = None if parts is None else _cache_root(cache_dir, parts, source)
     state = _resume_state(root)
     sink = _Sink(root)
     if state["complete"]:

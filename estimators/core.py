@@ -434,7 +434,15 @@ def paired_difference(
     gen = rng(random_state)
     stat = Statistic(terms=after - before, params={"paired": True})
     est = _finish(
-        stat, len(after), n_classes, omega, "paired", alpha, gen, confidence, n_bootstrap,
+        stat,
+        len(after),
+        n_classes,
+        omega,
+        "paired",
+        alpha,
+        gen,
+        confidence,
+        n_bootstrap,
         clip=False,
     )
     flags = [f for f in est.flags if f != "out_of_range"]

@@ -17,6 +17,7 @@ import numpy as np
 from scipy.special import digamma
 
 from estimators._validation import check_float, check_int
+from estimators.cells import cell_counts, kmeans_cells
 from estimators.entropies import generalized_entropy, scoring_rule
 from estimators.errors import ValidationError
 from estimators.neighbors import count_within, knn_search
@@ -62,8 +63,7 @@ def two_folds(n_samples: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _counts(codes: np.ndarray, y: np.ndarray, w: np.ndarray, n_cells: int, n_classes: int):
-    flat = codes * n_classes + y
-    return np.bincount(flat, weights=w, minlength=n_cells * n_classes).reshape(n_cells, n_classes)
+    return cell_counts(codes, y, n_cells, n_classes, w)
 
 
 def _plugin_value(counts: np.ndarray, omega: str, alpha: float, miller_madow: bool) -> float:
@@ -137,8 +137,6 @@ def quantized(
     miller_madow: bool = False,
 ) -> Statistic:
     """Plug-in on k-means codes; each half is coded by k-means fitted on the other half."""
-    from sklearn.cluster import KMeans
-
     n = len(y)
     n_cells = check_int(
         "n_cells", n_cells, low=1, high=n // 2 + 1, hint="k-means is fitted on half of the samples"
@@ -146,8 +144,7 @@ def quantized(
     fold = two_folds(n, rng)
     codes = np.empty(n, dtype=np.int64)
     for f in (0, 1):
-        km = KMeans(n_clusters=n_cells, n_init=3, random_state=int(rng.integers(2**31)))
-        km.fit(z[fold != f])
+        km = kmeans_cells(z[fold != f], n_cells, rng)
         codes[fold == f] = km.predict(z[fold == f])
 
     def func(w: np.ndarray) -> float:

@@ -147,3 +147,33 @@ def test_all_is_explicit_and_resolvable(module):
     assert hasattr(mod, "__all__"), f"{module} must define __all__"
     for name in mod.__all__:
         assert hasattr(mod, name), f"{module}.__all__ lists {name!r}, which does not exist"
+
+
+# Functions still over the limit, to be split (issue 13); the list may only shrink.
+LONG_FUNCTIONS_LEFT = {
+    ("clt_gen/render.py", "_figures"),
+    ("clt_gen/render.py", "render_html"),
+    ("estimators/heads.py", "select_head"),
+    ("estimators/neighbors.py", "knn_search"),
+}
+
+
+def test_no_library_function_over_80_lines():
+    long = set()
+    for package in ("clt_gen", "estimators"):
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    if node.end_lineno - node.lineno + 1 > 80:
+                        long.add((str(path.relative_to(ROOT)), node.name))
+    assert long <= LONG_FUNCTIONS_LEFT, f"functions over 80 lines: {long - LONG_FUNCTIONS_LEFT}"
+
+
+def test_bounds_and_estimators_do_not_import_torch():
+    import subprocess
+    import sys
+
+    for module in ("estimators", "clt_gen.bounds", "clt_gen.report"):
+        code = f"import sys, {module}; print('torch' in sys.modules)"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert out.stdout.strip() == "False", f"import {module} loads torch: {out.stderr}"
