@@ -31,70 +31,78 @@ def plot_png(fig: Any) -> str:
     return f'<img alt="plot" src="data:image/png;base64,{data}"/>'
 
 
-def _figures(report: dict[str, Any]) -> list[tuple[str, str]]:
-    import matplotlib
-
-    matplotlib.use("Agg")
+def _entropy_figure(report: dict[str, Any], rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """Layer entropies (train and held-out estimates with intervals) against the risks."""
     import matplotlib.pyplot as plt
     import numpy as np
 
     figs: list[tuple[str, str]] = []
-    rows = report.get("layers", [])
-    if rows:
-        names = [r["name"] for r in rows]
-        x = np.arange(len(rows))
-        fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(rows) + 2), 3.4))
-        for key, label, off, color in (
-            ("H_train", "train features", -0.1, "#1f77b4"),
-            ("H_heldout", "held-out features", 0.1, "#d62728"),
-        ):
-            vals = np.array([r[key]["value"] for r in rows])
-            lo = np.array([r[key]["ci"][0] if r[key]["ci"] else r[key]["value"] for r in rows])
-            hi = np.array([r[key]["ci"][1] if r[key]["ci"] else r[key]["value"] for r in rows])
-            lo, hi = np.minimum(lo, vals), np.maximum(hi, vals)
-            ax.errorbar(
-                x + off,
-                vals,
-                yerr=[vals - lo, hi - vals],
-                fmt="o-",
-                capsize=3,
-                label=label,
-                color=color,
-            )
-        risks = report.get("risks", {})
-        if "train" in risks:
-            ax.axhline(risks["train"], ls="--", color="#1f77b4", lw=1, label="train risk")
-            ax.axhline(risks["check"], ls=":", color="#d62728", lw=1, label="check risk")
-        ax.set_xticks(x, names, rotation=30, ha="right")
-        ax.set_ylabel(f"H_Ω(Y|Z)  ({report.get('omega')})")
-        ax.set_title("Conditional entropy of labels given each layer (95% CI)")
-        ax.legend(fontsize=8)
-        figs.append(("Layer entropies", plot_png(fig)))
+    names = [r["name"] for r in rows]
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(rows) + 2), 3.4))
+    for key, label, off, color in (
+        ("H_train", "train features", -0.1, "#1f77b4"),
+        ("H_heldout", "held-out features", 0.1, "#d62728"),
+    ):
+        vals = np.array([r[key]["value"] for r in rows])
+        lo = np.array([r[key]["ci"][0] if r[key]["ci"] else r[key]["value"] for r in rows])
+        hi = np.array([r[key]["ci"][1] if r[key]["ci"] else r[key]["value"] for r in rows])
+        lo, hi = np.minimum(lo, vals), np.maximum(hi, vals)
+        ax.errorbar(
+            x + off,
+            vals,
+            yerr=[vals - lo, hi - vals],
+            fmt="o-",
+            capsize=3,
+            label=label,
+            color=color,
+        )
+    risks = report.get("risks", {})
+    if "train" in risks:
+        ax.axhline(risks["train"], ls="--", color="#1f77b4", lw=1, label="train risk")
+        ax.axhline(risks["check"], ls=":", color="#d62728", lw=1, label="check risk")
+    ax.set_xticks(x, names, rotation=30, ha="right")
+    ax.set_ylabel(f"H_Ω(Y|Z)  ({report.get('omega')})")
+    ax.set_title("Conditional entropy of labels given each layer (95% CI)")
+    ax.legend(fontsize=8)
+    figs.append(("Layer entropies", plot_png(fig)))
+    return figs
 
-        loss_rows = [r for r in rows if r.get("information_loss")]
-        if loss_rows:
-            fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(loss_rows) + 2), 3.0))
-            vals = np.array([r["information_loss"]["value"] for r in loss_rows])
-            ci = np.array(
-                [
-                    r["information_loss"]["ci"] or [v, v]
-                    for r, v in zip(loss_rows, vals, strict=True)
-                ]
-            )
-            colors = ["#d62728" if "dpi_violation" in r["flags"] else "#2ca02c" for r in loss_rows]
-            ax.bar(
-                range(len(vals)),
-                vals,
-                color=colors,
-                yerr=[vals - ci[:, 0], ci[:, 1] - vals],
-                capsize=3,
-            )
-            ax.axhline(0, color="k", lw=0.8)
-            ax.set_xticks(range(len(vals)), [r["name"] for r in loss_rows], rotation=30, ha="right")
-            ax.set_ylabel("Δ = H(Y|Z_l) − H(Y|Z_{l−1})")
-            ax.set_title("Information lost by each layer (paired 95% CI; red: DPI flag)")
-            figs.append(("Information loss", plot_png(fig)))
 
+def _loss_figure(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """Information lost by each layer (paired intervals; red: data-processing flag)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    figs: list[tuple[str, str]] = []
+    loss_rows = [r for r in rows if r.get("information_loss")]
+    if loss_rows:
+        fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(loss_rows) + 2), 3.0))
+        vals = np.array([r["information_loss"]["value"] for r in loss_rows])
+        ci = np.array(
+            [r["information_loss"]["ci"] or [v, v] for r, v in zip(loss_rows, vals, strict=True)]
+        )
+        colors = ["#d62728" if "dpi_violation" in r["flags"] else "#2ca02c" for r in loss_rows]
+        ax.bar(
+            range(len(vals)),
+            vals,
+            color=colors,
+            yerr=[vals - ci[:, 0], ci[:, 1] - vals],
+            capsize=3,
+        )
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xticks(range(len(vals)), [r["name"] for r in loss_rows], rotation=30, ha="right")
+        ax.set_ylabel("Δ = H(Y|Z_l) − H(Y|Z_{l−1})")
+        ax.set_title("Information lost by each layer (paired 95% CI; red: DPI flag)")
+        figs.append(("Information loss", plot_png(fig)))
+    return figs
+
+
+def _bounds_figure(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """Each bound against the value it was checked on."""
+    import matplotlib.pyplot as plt
+
+    figs: list[tuple[str, str]] = []
     bounds = [b for b in report.get("bounds", []) if b.get("checked_value") is not None]
     if bounds:
         fig, ax = plt.subplots(figsize=(7, 0.38 * len(bounds) + 1.2))
@@ -125,7 +133,14 @@ def _figures(report: dict[str, Any]) -> list[tuple[str, str]]:
         ax.set_title("Each bound against its checked value (green: held)")
         ax.invert_yaxis()
         figs.append(("Bounds checked", plot_png(fig)))
+    return figs
 
+
+def _curves_figure(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """Frozen-feature bound over the number of cells."""
+    import matplotlib.pyplot as plt
+
+    figs: list[tuple[str, str]] = []
     curves = report.get("frozen_feature_curves", {})
     if curves:
         fig, ax = plt.subplots(figsize=(6, 3.4))
@@ -144,12 +159,68 @@ def _figures(report: dict[str, Any]) -> list[tuple[str, str]]:
     return figs
 
 
+def _figures(report: dict[str, Any]) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    rows = report.get("layers", [])
+    figs = _entropy_figure(report, rows) + _loss_figure(rows) if rows else []
+    return figs + _bounds_figure(report) + _curves_figure(report)
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     if v is None:
         return "—"
     return html.escape(str(v))
+
+
+def _layers_table(layers: list[dict[str, Any]]) -> list[str]:
+    """The per-layer table: estimates, certificates, information loss, flags."""
+    parts: list[str] = []
+    parts.append(
+        "<h2>Layers</h2><p>H train and H held-out are <b>estimates</b> (model-based; "
+        "interval: sampling noise given the fitted heads). U is a <b>certified upper "
+        "bound</b> on H(Y|Z) from held-out data (holds with probability ≥ 1−δ for any "
+        "distribution, δ shared by all layers); U* = min over later layers of U (data "
+        "processing). H(Y|Z) cannot be certified from below.</p>"
+        "<table><tr><th>layer</th><th>features</th><th>H train (est.)</th>"
+        "<th>H held-out (est.)</th><th>U (cert.)</th><th>U* (cert.)</th>"
+        "<th>info loss (est.)</th><th>flags</th></tr>"
+    )
+    for r in layers:
+        loss = r.get("information_loss")
+        up = r.get("H_upper") or {}
+        parts.append(
+            f"<tr><td>{_fmt(r['name'])}</td><td>{r['n_features']}</td>"
+            f"<td>{_fmt(r['H_train']['value'])}</td><td>{_fmt(r['H_heldout']['value'])}</td>"
+            f"<td>{_fmt(up.get('value'))}</td><td>{_fmt(up.get('profile'))}</td>"
+            f"<td>{_fmt(loss['value']) if loss else '—'}</td>"
+            f"<td>{_fmt(', '.join(r['flags']))}</td></tr>"
+        )
+    parts.append("</table>")
+    return parts
+
+
+def _bounds_table(bounds: list[dict[str, Any]]) -> list[str]:
+    """Every bound with its kind, value, δ and the value it was checked on."""
+    parts: list[str] = []
+    parts.append(
+        "<h2>Bounds</h2><table><tr><th>bound</th><th>kind</th><th>quantity</th>"
+        "<th>side</th><th>value</th><th>δ</th><th>checked</th><th>held</th>"
+        "<th>data used</th></tr>"
+    )
+    for b in bounds:
+        cls = "ok" if b["held"] else "bad"
+        parts.append(
+            f"<tr><td>{_fmt(b['name'])}</td><td>{b['kind']}</td><td>{b['quantity']}</td>"
+            f"<td>{b['side']}</td><td>{_fmt(b['value'])}</td><td>{_fmt(b['delta'])}</td>"
+            f"<td>{_fmt(b['checked_value'])}</td><td class='{cls}'>{_fmt(b['held'])}</td>"
+            f"<td>{_fmt(b['data_used'])}</td></tr>"
+        )
+    parts.append("</table>")
+    return parts
 
 
 def render_html(report: dict[str, Any]) -> str:
@@ -181,42 +252,9 @@ def render_html(report: dict[str, Any]) -> str:
     for title, img in _figures(report):
         parts.append(f"<h2>{html.escape(title)}</h2>{img}")
     if report.get("layers"):
-        parts.append(
-            "<h2>Layers</h2><p>H train and H held-out are <b>estimates</b> (model-based; "
-            "interval: sampling noise given the fitted heads). U is a <b>certified upper "
-            "bound</b> on H(Y|Z) from held-out data (holds with probability ≥ 1−δ for any "
-            "distribution, δ shared by all layers); U* = min over later layers of U (data "
-            "processing). H(Y|Z) cannot be certified from below.</p>"
-            "<table><tr><th>layer</th><th>features</th><th>H train (est.)</th>"
-            "<th>H held-out (est.)</th><th>U (cert.)</th><th>U* (cert.)</th>"
-            "<th>info loss (est.)</th><th>flags</th></tr>"
-        )
-        for r in report["layers"]:
-            loss = r.get("information_loss")
-            up = r.get("H_upper") or {}
-            parts.append(
-                f"<tr><td>{_fmt(r['name'])}</td><td>{r['n_features']}</td>"
-                f"<td>{_fmt(r['H_train']['value'])}</td><td>{_fmt(r['H_heldout']['value'])}</td>"
-                f"<td>{_fmt(up.get('value'))}</td><td>{_fmt(up.get('profile'))}</td>"
-                f"<td>{_fmt(loss['value']) if loss else '—'}</td>"
-                f"<td>{_fmt(', '.join(r['flags']))}</td></tr>"
-            )
-        parts.append("</table>")
+        parts.extend(_layers_table(report["layers"]))
     if report.get("bounds"):
-        parts.append(
-            "<h2>Bounds</h2><table><tr><th>bound</th><th>kind</th><th>quantity</th>"
-            "<th>side</th><th>value</th><th>δ</th><th>checked</th><th>held</th>"
-            "<th>data used</th></tr>"
-        )
-        for b in report["bounds"]:
-            cls = "ok" if b["held"] else "bad"
-            parts.append(
-                f"<tr><td>{_fmt(b['name'])}</td><td>{b['kind']}</td><td>{b['quantity']}</td>"
-                f"<td>{b['side']}</td><td>{_fmt(b['value'])}</td><td>{_fmt(b['delta'])}</td>"
-                f"<td>{_fmt(b['checked_value'])}</td><td class='{cls}'>{_fmt(b['held'])}</td>"
-                f"<td>{_fmt(b['data_used'])}</td></tr>"
-            )
-        parts.append("</table>")
+        parts.extend(_bounds_table(report["bounds"]))
     if report.get("trainability"):
         tr = report["trainability"]
         parts.append(

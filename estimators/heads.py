@@ -439,6 +439,34 @@ def _inner_split(n: int, gen: np.random.Generator, fraction: float) -> tuple[np.
     return perm[n_val:], perm[:n_val]
 
 
+def _score_candidate(
+    name: str,
+    hp: dict[str, Any],
+    data: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    n_classes: int,
+    seed: int,
+    sel_omega: str,
+    alpha: float,
+    eps: float,
+    calibrate: bool,
+) -> tuple[float, dict[str, Any], float]:
+    """Fit one candidate on the inner training part; its (calibrated) validation score,
+    its hyperparameters (the MLP's early-stopped epoch count included) and temperature."""
+    z_tr, z_va, y_tr, y_va = data
+    record: dict[str, Any] = {}
+    extra = {"z_val": z_va, "y_val": y_va, "record": record} if name == "mlp" else {}
+    fit_hp = {**hp, "features": "none"} if "features" in hp else hp
+    pred = HEADS[name](z_tr, y_tr, n_classes, random_state=seed, **fit_hp, **extra)
+    logp = pred(z_va)
+    if calibrate and name != "prior":
+        temp, val = _temperature(logp, y_va, sel_omega, alpha, eps)
+    else:
+        temp = 1.0
+        val = float(mixed_scores(np.exp(logp), y_va, omega=sel_omega, alpha=alpha, eps=eps).mean())
+    hp = {**hp, **({"epochs": max(1, record["epochs"])} if name == "mlp" else {})}
+    return val, hp, temp
+
+
 def select_head(
     z: np.ndarray,
     y: np.ndarray,
@@ -486,26 +514,15 @@ def select_head(
     best: tuple[float, str, dict[str, Any], float] | None = None
     mapped: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # feature maps fitted once
     for name, hp in _candidates(heads, len(tr), z.shape[1], n_classes):
-        record: dict[str, Any] = {}
         feats = hp.get("features", "standard")
         if feats not in mapped:
             fmap = _feature_map(z[tr], feats)
             mapped[feats] = (fmap(z[tr]), fmap(z[va]))
-        z_tr, z_va = mapped[feats]
-        extra = {"z_val": z_va, "y_val": y[va], "record": record} if name == "mlp" else {}
-        fit_hp = {**hp, "features": "none"} if "features" in hp else hp
-        pred = HEADS[name](z_tr, y[tr], n_classes, random_state=seed, **fit_hp, **extra)
-        logp = pred(z_va)
-        if calibrate and name != "prior":
-            temp, val = _temperature(logp, y[va], sel_omega, alpha, eps)
-        else:
-            temp = 1.0
-            val = float(
-                mixed_scores(np.exp(logp), y[va], omega=sel_omega, alpha=alpha, eps=eps).mean()
-            )
-        hp = {**hp, **({"epochs": max(1, record["epochs"])} if name == "mlp" else {})}
-        label = name + "".join(f" {k}={v}" for k, v in hp.items())
-        scores[label] = val
+        data = (*mapped[feats], y[tr], y[va])
+        val, hp, temp = _score_candidate(
+            name, hp, data, n_classes, seed, sel_omega, alpha, eps, calibrate
+        )
+        scores[name + "".join(f" {k}={v}" for k, v in hp.items())] = val
         if best is None or val < best[0]:
             best = (val, name, hp, temp)
     assert best is not None

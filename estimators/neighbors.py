@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from estimators.errors import ValidationError, unknown_name_error
+
 __all__ = ["knn_search", "count_within", "default_device", "BACKENDS"]
 
 _BLOCK_BYTES = 256 * 2**20  # distance block budget
@@ -50,8 +52,6 @@ def _torch_dtype(dtype: Any) -> Any:
         return torch.float32
     if dtype in ("float64", torch.float64, np.float64, None):
         return torch.float64
-    from estimators.errors import ValidationError
-
     raise ValidationError(f"dtype must be 'float32' or 'float64' (got {dtype!r})")
 
 
@@ -108,8 +108,6 @@ def _faiss_candidates(queries: Any, data: Any, k: int, exclude_self: bool) -> np
     try:
         import faiss
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        from estimators.errors import ValidationError
-
         raise ValidationError(
             "backend='faiss' needs faiss-cpu: pip install 'clt-gen[faiss]' (or use "
             "backend='torch', the default)"
@@ -141,6 +139,25 @@ def _refine(
         d2[s : s + step] = np.einsum("ijk,ijk->ij", diff, diff)
     order = np.lexsort((cand, d2), axis=1)[:, :k]
     return np.take_along_axis(d2, order, 1), np.take_along_axis(cand, order, 1)
+
+
+def _resolve_backend(backend: str, tdtype: Any, device: Any, queries: Any) -> str:
+    """``auto``: faiss for float32 CPU searches on arrays when faiss is installed, else torch."""
+    import torch
+
+    if backend not in BACKENDS:
+        raise unknown_name_error("backend", backend, BACKENDS)
+    if backend != "auto":
+        return backend
+    on_cpu = device is None and not torch.cuda.is_available() or str(device) == "cpu"
+    if tdtype == torch.float32 and on_cpu and not isinstance(queries, torch.Tensor):
+        try:
+            import faiss  # noqa: F401
+
+            return "faiss"
+        except ImportError:
+            pass
+    return "torch"
 
 
 def knn_search(
@@ -187,31 +204,15 @@ def knn_search(
     indices : ndarray of shape (n_queries, k)
         Row indices into ``data``.
     """
-    n_data = len(data)
-    limit = n_data - 1 if exclude_self else n_data
+    limit = len(data) - 1 if exclude_self else len(data)
     if not (isinstance(k, (int, np.integer)) and 1 <= k <= limit):
-        from estimators.errors import ValidationError, unknown_name_error
-
         raise ValidationError(
             f"k must be an int >= 1 and <= {limit} (the number of candidate neighbours; got {k!r})"
         )
-    if backend not in BACKENDS:
-        from estimators.errors import unknown_name_error
-
-        raise unknown_name_error("backend", backend, BACKENDS)
     tdtype = _torch_dtype(dtype)
     import torch
 
-    if backend == "auto":
-        backend = "torch"
-        on_cpu = device is None and not torch.cuda.is_available() or str(device) == "cpu"
-        if tdtype == torch.float32 and on_cpu and not isinstance(queries, torch.Tensor):
-            try:
-                import faiss  # noqa: F401
-
-                backend = "faiss"
-            except ImportError:
-                pass
+    backend = _resolve_backend(backend, tdtype, device, queries)
     extra = 0 if tdtype == torch.float64 and backend == "torch" else refine
     kc = min(limit, int(k) + extra)
     q_s, x_s = queries, data
