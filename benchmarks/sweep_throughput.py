@@ -27,7 +27,7 @@ def manifest(out: str) -> dict:
             "optimizer": "adamw",
             "lr": 3e-3,
         },
-        "grid": {"arch_kwargs.width": [32, 64], "seed": [0, 1, 2, 3]},
+        "grid": {"arch_kwargs.width": [32, 64], "random_state": [0, 1, 2, 3]},
         "evaluate": {"n_bootstrap": 50, "cells": [2, 4, 8, 16]},
     }
 

@@ -56,7 +56,7 @@ def main() -> None:
             "synthetic", x[: args.n_samples], y[: args.n_samples], x[-2000:], y[-2000:], 10
         )
         source = "synthetic"
-    splits = make_splits(ds, DataConfig(subset=args.n_samples, val_fraction=0.0, seed=0))
+    splits = make_splits(ds, DataConfig(subset=args.n_samples, val_fraction=0.0, random_state=0))
     x, y = splits.x["train"], splits.y["train"]
     cfg = TrainConfig(
         arch="lenet",

@@ -51,11 +51,11 @@ def main() -> None:
         cfg = TrainConfig(
             arch="lenet",
             dataset="fashion-mnist",
-            data=DataConfig(subset=args.subset, random_labels=noise, seed=0),
+            data=DataConfig(subset=args.subset, random_labels=noise, random_state=0),
             epochs=args.epochs,
             optimizer="adamw",
             lr=2e-3,
-            seed=0,
+            random_state=0,
             progress=False,
         )
         ck_dir = pathlib.Path(args.out) / name.split()[0].replace("%", "pct")

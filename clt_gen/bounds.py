@@ -16,6 +16,7 @@ Examples
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
@@ -79,7 +80,7 @@ class Bound:
     held: bool | None = None
 
     def check(self, measured: float, *, on: str) -> Bound:
-        """A copy with the measured value and whether the bound held on it."""
+        """Return a copy with the measured value and whether the bound held on it."""
         ok = (
             measured <= self.value + 1e-12
             if self.side == "upper"
@@ -88,6 +89,7 @@ class Bound:
         return replace(self, checked_value=float(measured), checked_on=on, held=bool(ok))
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the bound as plain JSON types (the report's bound row)."""
         d = asdict(self)
         d["assumptions"] = list(self.assumptions)
         return d
@@ -128,6 +130,25 @@ def group_duplicates(inputs: np.ndarray) -> tuple[np.ndarray, int]:
     return inverse, int(inverse.max()) + 1 if len(inverse) else 0
 
 
+def _group_label_counts(
+    inputs: np.ndarray, y: np.ndarray, n_classes: int, omega: str, alpha: float, eps: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Check the floor's arguments; the labels and the label counts per distinct input."""
+    generalized_entropy(np.full((1, 2), 0.5), omega=omega, alpha=alpha)  # checks omega first
+    y = np.asarray(y, dtype=np.int64)
+    if len(y) != len(inputs) or len(y) == 0:
+        raise ValidationError(
+            f"inputs and y must be non-empty with one label per input (got {len(inputs)} "
+            f"inputs and {len(y)} labels)"
+        )
+    if not 0.0 <= eps < 1.0:
+        raise ValidationError(f"label_smoothing must be in [0, 1) (got {eps})")
+    groups, n_groups = group_duplicates(inputs)
+    counts = np.zeros((n_groups, n_classes))
+    np.add.at(counts, (groups, y), 1.0)
+    return y, counts
+
+
 def data_floor(
     inputs: np.ndarray,
     y: np.ndarray,
@@ -157,6 +178,18 @@ def data_floor(
         A registered Fenchel–Young regularizer (the training loss).
     label_smoothing : float
         ``ε`` of the targets ``(1 − ε) e_y + ε/K``.
+    alpha : float
+        ``tsallis`` only: the entropic index.
+    train_risk : float, optional
+        The model's training risk under the same targets, for the fitting error.
+    data_used : str
+        Recorded in the bound (which data it was computed on).
+
+    Returns
+    -------
+    Bound
+        Kind ``"deterministic"``, side ``"lower"``, quantity ``"train_risk"``; ``terms``
+        hold the group counts (and the fitting error with ``train_risk``).
 
     Examples
     --------
@@ -166,18 +199,8 @@ def data_floor(
     >>> round(b.value, 6)  # two of three points share an input with opposite labels
     0.462098
     """
-    generalized_entropy(np.full((1, 2), 0.5), omega=omega, alpha=alpha)  # checks omega first
-    y = np.asarray(y, dtype=np.int64)
-    if len(y) != len(inputs) or len(y) == 0:
-        raise ValidationError(
-            f"inputs and y must be non-empty with one label per input (got {len(inputs)} "
-            f"inputs and {len(y)} labels)"
-        )
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValidationError(f"label_smoothing must be in [0, 1) (got {label_smoothing})")
-    groups, n_groups = group_duplicates(inputs)
-    counts = np.zeros((n_groups, n_classes))
-    np.add.at(counts, (groups, y), 1.0)
+    y, counts = _group_label_counts(inputs, y, n_classes, omega, alpha, label_smoothing)
+    n_groups = len(counts)
     n_x = counts.sum(1)
     cond = counts / n_x[:, None]
     cond = (1.0 - label_smoothing) * cond + label_smoothing / n_classes
@@ -213,8 +236,10 @@ def data_floor(
 
 
 def shannon_loss_cap(scores: np.ndarray) -> float:
-    """``log K + max_x (max_j ν_j(x) − min_j ν_j(x))``: the largest cross-entropy the scores
-    allow (over the given inputs)."""
+    """Return the largest cross-entropy the scores allow over the given inputs.
+
+    That is ``log K + max_x (max_j ν_j(x) − min_j ν_j(x))``.
+    """
     s = np.asarray(scores, dtype=np.float64)
     return float(np.log(s.shape[1]) + np.max(s.max(1) - s.min(1)))
 
@@ -227,7 +252,7 @@ def deterministic_range(
     loss_cap: float | None = None,
     data_used: str = "",
 ) -> list[Bound]:
-    """The range of THEORY §6.1 for the population risk, hence for the gap.
+    """Return the range of THEORY §6.1 for the population risk, hence for the gap.
 
     ``max_l H_Ω(Y|Z_l) <= R_q(f) <= ℓ_max(f)``, so
     ``max_l H_Ω(Y|Z_l) − R_train <= gen(f) <= ℓ_max(f) − R_train``.
@@ -243,18 +268,28 @@ def deterministic_range(
     loss_cap : float, optional
         An analytic cap on the loss (``shannon``: :func:`shannon_loss_cap`); the upper
         bound uses ``max(loss_max, loss_cap)``.
+    data_used : str
+        Recorded in the bounds (which data they were computed on).
 
     Returns
     -------
     list of Bound
         ``risk_lower_entropy`` (an *estimated* lower limit of the test risk, kind
         ``"estimate"``) and ``risk_upper_lmax``.
+
+    Examples
+    --------
+    >>> lo, hi = deterministic_range(train_risk=0.1, layer_entropies={"fc": (0.3, 0.25)},
+    ...                              loss_max=2.0)
+    >>> lo.name, lo.kind, lo.value  # the largest lower confidence limit (an estimate)
+    ('risk_lower_entropy', 'estimate', 0.25)
+    >>> hi.name, hi.value  # the largest observed loss
+    ('risk_upper_lmax', 2.0)
     """
     if not layer_entropies:
         raise ValidationError("layer_entropies must hold at least one layer")
     best = max(layer_entropies, key=lambda k: layer_entropies[k][1])
     est, low = layer_entropies[best]
-    ceiling = max(loss_max, loss_cap) if loss_cap is not None else loss_max
     lower = Bound(
         name="risk_lower_entropy",
         kind="estimate",
@@ -275,7 +310,15 @@ def deterministic_range(
         ),
         data_used=data_used,
     )
-    upper = Bound(
+    return [lower, _lmax_bound(train_risk, loss_max, loss_cap, data_used)]
+
+
+def _lmax_bound(
+    train_risk: float, loss_max: float, loss_cap: float | None, data_used: str
+) -> Bound:
+    """``R_q(f) <= ℓ_max(f)``: the largest observed loss, or the analytic cap if larger."""
+    ceiling = max(loss_max, loss_cap) if loss_cap is not None else loss_max
+    return Bound(
         name="risk_upper_lmax",
         kind="deterministic",
         quantity="risk",
@@ -293,7 +336,6 @@ def deterministic_range(
         ),
         data_used=data_used,
     )
-    return [lower, upper]
 
 
 # ---------------------------------------------------------------------------
@@ -426,16 +468,27 @@ def validation_bound(
     method : {"hoeffding", "bernstein", "binomial", "kl", "empirical_bernstein"}
         ``binomial`` (exact Clopper–Pearson tail) and ``kl`` need the 0-1 loss
         (``loss_range=1`` and ``risk`` a fraction of errors).
+    data_used : str
+        Recorded in the bound (which data it was computed on).
+    quantity : str
+        What is bounded (``"risk"``, ``"error"``, ...), recorded in the bound.
+
+    Returns
+    -------
+    Bound
+        Kind ``"probabilistic"``, side ``"upper"``: holds with probability ``>= 1 − delta``.
+
+    Examples
+    --------
+    >>> b = validation_bound(0.1, 1000, delta=0.05, method="hoeffding")
+    >>> round(b.value, 4)  # 0.1 + sqrt(log(1/0.05) / 2000)
+    0.1387
     """
     delta, m, n_f, c = _check_validation_args(
         risk, n_samples, delta, n_candidates, loss_range, method
     )
-    terms: dict[str, Any] = {
-        "empirical_risk": float(risk),
-        "n_samples": m,
-        "n_candidates": n_f,
-        "loss_range": c,
-    }
+    terms: dict[str, Any] = {"empirical_risk": float(risk), "n_samples": m}
+    terms.update(n_candidates=n_f, loss_range=c)
     assumptions = [
         f"held-out sample of size {m} independent of the model(s)",
         f"loss in [0, {c}]",
@@ -504,7 +557,7 @@ def _frozen_split(
     fit_fraction: float,
     gen: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]:
-    """Checked arrays, the seeded quantizer/S₂ split of the certify part, and the grid."""
+    """Return the checked arrays, the seeded quantizer/S₂ split of the certify part, the grid."""
     if omega not in ("zero_one", "squared"):
         raise ValidationError(
             f"omega must be 'zero_one' or 'squared' (bounded losses; got {omega!r})"
@@ -546,36 +599,75 @@ def frozen_feature_bound(
     ``R_q(g) <= R_{S₂}(g) + C_ℓ (½√((MK − 1)/m) + √(ln(|grid|/δ)/(2m)))``, and the same
     slack bounds ``|H^q(Y|C) − H^{S₂}(Y|C)|``.
 
+    Parameters
+    ----------
+    z_certify, y_certify : arrays of shape (n_samples, n_features) and (n_samples,)
+        Frozen features of the certify split and their labels.
+    n_classes : int
+    z_check, y_check : arrays, optional
+        The check split, on which the best certificate is checked.
+    cells : tuple of int
+        The grid of cell counts ``M`` (union bound over it).
+    delta : float
+        Failure probability of the whole curve.
+    omega : {"zero_one", "squared"}
+        The bounded loss of the cell head.
+    fit_fraction, random_state
+        Part of the certify split that fits the quantizer; seed of the split and k-means.
+    layer : str
+        Recorded in the bound.
+
     Returns
     -------
     dict
         ``curve`` (one entry per ``M``: empirical risk, TV bound, certified risk, checked
         risk), ``best`` (:class:`Bound` for the ``M`` with the smallest certificate, checked
         on ``z_check`` when given).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> y = rng.integers(0, 2, 2000)
+    >>> z = y[:, None] + 0.3 * rng.normal(size=(2000, 2))
+    >>> out = frozen_feature_bound(z, y, 2, cells=(2, 4), random_state=0)
+    >>> out["best"].value < 0.2
+    True
     """
     delta = _check_delta(delta)
     gen = np.random.default_rng(random_state)
-    z, y, fit_idx, s2_idx, grid = _frozen_split(
-        z_certify, y_certify, omega, cells, fit_fraction, gen
-    )
-    m = len(s2_idx)
+    z, y, fit, s2, grid = _frozen_split(z_certify, y_certify, omega, cells, fit_fraction, gen)
+    m = len(s2)
     c_loss = 1.0 if omega == "zero_one" else 1.0  # squared on the simplex: ½||e_y − p||² <= 1
     conf = math.sqrt(math.log(len(grid) / delta) / (2 * m))
     check = None
     if z_check is not None and y_check is not None:
-        check = (
-            np.asarray(z_check, dtype=np.float64).reshape(len(z_check), -1),
-            np.asarray(y_check, dtype=np.int64),
-        )
+        zc = np.asarray(z_check, dtype=np.float64)
+        check = (zc.reshape(len(zc), -1), np.asarray(y_check, dtype=np.int64))
     curve = [
-        _cell_entry(z[fit_idx], z[s2_idx], y[s2_idx], n_cells, n_classes, omega, gen, check)
+        _cell_entry(z[fit], z[s2], y[s2], n_cells, n_classes, omega, gen, check)
         for n_cells in grid
     ]
     for entry in curve:
         entry["tv_bound"] = 0.5 * math.sqrt((entry["n_cells"] * n_classes - 1) / m) + conf
         entry["certified"] = entry["empirical_risk"] + c_loss * entry["tv_bound"]
     best = min(curve, key=lambda e: e["certified"])
-    bound = Bound(
+    bound = _frozen_best_bound(best, omega, delta, layer, m, grid, c_loss)
+    if "checked" in best:
+        bound = bound.check(best["checked"], on="check")
+    return {"curve": curve, "best": bound}
+
+
+def _frozen_best_bound(
+    best: dict[str, Any],
+    omega: str,
+    delta: float,
+    layer: str,
+    m: int,
+    grid: Sequence[int],
+    c_loss: float,
+) -> Bound:
+    """Return the frozen-feature certificate at the cell count with the smallest one."""
+    return Bound(
         name="frozen_feature",
         kind="probabilistic",
         quantity="cell_head_error" if omega == "zero_one" else "cell_head_brier_risk",
@@ -598,6 +690,3 @@ def frozen_feature_bound(
         ),
         data_used="certify (quantizer on one part, head and bound on the other)",
     )
-    if "checked" in best:
-        bound = bound.check(best["checked"], on="check")
-    return {"curve": curve, "best": bound}

@@ -56,7 +56,7 @@ class Callback:
     """Override ``on_step`` and/or ``on_epoch_end``; both receive a :class:`TrainState`."""
 
     def on_step(self, state: TrainState) -> None:  # noqa: B027 - optional hook
-        """Called after every optimisation step."""
+        """Run after every optimisation step."""
 
     def on_epoch_end(self, state: TrainState) -> None:  # noqa: B027 - optional hook
-        """Called after every epoch."""
+        """Run after every epoch."""

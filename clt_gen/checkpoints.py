@@ -74,6 +74,29 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, meta: dict[s
     whose hash does not match ``meta.json`` (detected on load), never a silent mix. Other
     files in the directory (``metrics.jsonl``, reports) are kept. Returns the sha256 of the
     weights file.
+
+    Parameters
+    ----------
+    path : path
+        The checkpoint directory (created if needed).
+    model : nn.Module
+        Saved as ``model.safetensors`` (tensors only, no code).
+    meta : dict
+        JSON metadata; ``arch``, ``input_shape``, ``n_classes`` and ``arch_kwargs`` let
+        :func:`load_checkpoint` rebuild the model.
+
+    Returns
+    -------
+    str
+        The sha256 of the weights file (also recorded in ``meta.json``).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from clt_gen.models import build_model
+    >>> meta = {"arch": "mlp", "input_shape": [4], "n_classes": 3, "arch_kwargs": {}}
+    >>> len(save_checkpoint(tempfile.mkdtemp(), build_model("mlp", (4,), 3), meta))
+    64
     """
     from safetensors.torch import save_file
 
@@ -150,11 +173,26 @@ def load_checkpoint(
         Allow full unpickling, which can execute code stored in the file. Only for files
         you created yourself.
 
+    Returns
+    -------
+    Checkpoint
+        The model in eval mode, its metadata, path and weights hash.
+
     Raises
     ------
     CheckpointError
         Missing or corrupted files, hash mismatch, names or shapes that do not match,
         or a file that needs unpickling without ``trust_pickle``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from clt_gen.models import build_model
+    >>> d = tempfile.mkdtemp()
+    >>> meta = {"arch": "mlp", "input_shape": [4], "n_classes": 3, "arch_kwargs": {}}
+    >>> _ = save_checkpoint(d, build_model("mlp", (4,), 3), meta)
+    >>> load_checkpoint(d).meta["n_classes"]
+    3
     """
     p = pathlib.Path(path)
     if not p.exists():
@@ -199,7 +237,7 @@ def _load_file(
     trust_pickle: bool,
     map_location: str | torch.device,
 ) -> Checkpoint:
-    """A ``.safetensors`` or state-dict file (with ``arch``), or an opted-in pickled model."""
+    """Load a ``.safetensors`` or state-dict file (with ``arch``), or an opted-in pickled model."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 

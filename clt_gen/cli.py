@@ -1,5 +1,7 @@
-"""Command line: ``clt-gen``. Thin: each subcommand parses into a config and calls one
-public function."""
+"""Command line: ``clt-gen``.
+
+Thin: each subcommand parses into a config and calls one public function.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ __all__ = ["main", "build_parser", "train_config_from_args", "evaluate_config_fr
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand."""
+    """Return the argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
         prog="clt-gen",
         description="Conjugate-learning-theory diagnostics for trained classifiers.",
@@ -128,7 +130,9 @@ def _add_evaluate(sub: Any) -> None:
     p.add_argument("--cache-dir", default=None, help="feature cache (default: OUT/.cache)")
     _add_model_file_options(p)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--random-state", "--seed", dest="random_state", type=int, default=0, help="seed"
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run_evaluate)
 
@@ -160,7 +164,7 @@ def _json_or_file(text: str) -> Any:
 
 
 def evaluate_config_from_args(args: argparse.Namespace) -> Any:
-    """The :class:`~clt_gen.evaluation.EvaluateConfig` an ``evaluate`` command line describes."""
+    """Return the :class:`~clt_gen.evaluation.EvaluateConfig` an ``evaluate`` command describes."""
     from clt_gen.evaluation import EvaluateConfig
     from estimators import DEFAULT_METHOD
 
@@ -183,7 +187,7 @@ def evaluate_config_from_args(args: argparse.Namespace) -> Any:
         arch_spec=args.arch_spec,
         trust_pickle=args.trust_pickle,
         device=args.device,
-        random_state=args.seed,
+        random_state=args.random_state,
         batch_size=args.batch_size,
         progress=not args.no_progress,
     )
@@ -334,14 +338,16 @@ def _add_train(sub: Any) -> None:
         metavar="N",
         help="record trainability probe metrics every N steps",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--random-state", "--seed", dest="random_state", type=int, default=0, help="seed"
+    )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run_train)
 
 
 def train_config_from_args(args: argparse.Namespace) -> Any:
-    """The :class:`~clt_gen.training.TrainConfig` a ``train`` command line describes."""
+    """Return the :class:`~clt_gen.training.TrainConfig` a ``train`` command line describes."""
     from clt_gen.data import DataConfig
     from clt_gen.training import TrainConfig
 
@@ -353,7 +359,7 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
         quantize_levels=args.quantize_levels,
         val_fraction=args.val_fraction,
         check_fraction=args.check_fraction,
-        seed=args.seed,
+        random_state=args.random_state,
     )
     return TrainConfig(
         arch=args.arch,
@@ -375,7 +381,7 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
         schedule=args.schedule,
         early_stopping=args.early_stopping,
         two_phase=args.two_phase,
-        seed=args.seed,
+        random_state=args.random_state,
         device=args.device,
         probe_every=args.probe_every,
         progress=not args.no_progress,

@@ -16,8 +16,9 @@ import os
 import pathlib
 from typing import Any
 
-from clt_gen.checkpoints import atomic_write_text
+from clt_gen._io import atomic_write_bytes, atomic_write_text
 from clt_gen.errors import ValidationError
+from clt_gen.render import new_figure, png_bytes
 from clt_gen.report import Report, load_report
 
 __all__ = ["report_row", "compare_reports", "format_table", "COLUMNS", "CLT_TERMS"]
@@ -50,7 +51,7 @@ COLUMNS = [
 
 
 def report_row(report: Report, name: str) -> dict[str, Any]:
-    """The comparison columns of one report (typed fields only)."""
+    """Return the comparison columns of one report (typed fields only)."""
     r, layers = report.risks, report.layers
     losses = [row.information_loss.value for row in layers if row.information_loss]
     best = report.best_error_certificate()
@@ -74,6 +75,7 @@ def report_row(report: Report, name: str) -> dict[str, Any]:
 
 
 def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """Return ``rows`` as a fixed-width text table with the given ``columns``."""
     def cell(v: Any) -> str:
         return f"{v:.4f}" if isinstance(v, float) else str(v)
 
@@ -85,7 +87,28 @@ def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 
 def compare_reports(runs: list[str | os.PathLike[str]], *, out: str | None = None) -> str:
-    """Table of the CLT terms and bounds of several reports; optional plot and JSON."""
+    """Table of the CLT terms and bounds of several reports; optional plot and JSON.
+
+    Parameters
+    ----------
+    runs : list of path
+        Evaluation directories (each holding a ``report.json``) or ``report.json`` files.
+    out : path, optional
+        Also write ``compare.json`` and ``compare.png`` (the CLT terms against the gap) there.
+
+    Returns
+    -------
+    str
+        A fixed-width text table, one row per run.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from clt_gen.report import Report, example_report_dict
+    >>> run = Report.from_dict(example_report_dict()).save(pathlib.Path(tempfile.mkdtemp()) / "a")
+    >>> print(compare_reports([run]).splitlines()[0].split()[0])
+    run
+    """
     rows = []
     for run in runs:
         p = pathlib.Path(run)
@@ -93,15 +116,10 @@ def compare_reports(runs: list[str | os.PathLike[str]], *, out: str | None = Non
             raise ValidationError(f"{p} holds no report.json; pass evaluation directories")
         rows.append(report_row(load_report(p), p.name if p.is_dir() else p.parent.name))
     if out:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         d = pathlib.Path(out)
         d.mkdir(parents=True, exist_ok=True)
         atomic_write_text(d / "compare.json", json.dumps(rows, indent=1))
-        fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
+        fig, axes = new_figure((13, 3.5), ncols=3)
         names = [r["run"] for r in rows]
         x = range(len(rows))
         axes[0].bar(x, [r["gap"] for r in rows])
@@ -115,6 +133,5 @@ def compare_reports(runs: list[str | os.PathLike[str]], *, out: str | None = Non
         for ax in axes:
             ax.set_xticks(list(x), names, rotation=30, ha="right", fontsize=7)
         fig.tight_layout()
-        fig.savefig(d / "compare.png", dpi=110)
-        plt.close(fig)
+        atomic_write_bytes(d / "compare.png", png_bytes(fig))
     return format_table(rows, COLUMNS)

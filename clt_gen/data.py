@@ -14,7 +14,7 @@ Examples
 >>> ds = load_dataset("digits")
 >>> ds.input_shape, ds.n_classes
 ((1, 8, 8), 10)
->>> splits = make_splits(ds, DataConfig(seed=0))
+>>> splits = make_splits(ds, DataConfig(random_state=0))
 >>> sorted(splits.sizes())
 ['certify', 'check', 'train', 'val']
 """
@@ -27,7 +27,7 @@ import os
 import pathlib
 import pickle
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -46,7 +46,34 @@ __all__ = [
     "tensor_hash",
     "augment_batch",
     "FASHION_MNIST_DIR",
+    "renamed_keys",
 ]
+
+def renamed_keys(d: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``d`` with the keys renamed since older checkpoints and manifests.
+
+    ``seed`` became ``random_state`` (the project's one name for a seed).
+
+    Parameters
+    ----------
+    d : mapping
+        A configuration read from ``meta.json`` or a sweep manifest.
+
+    Returns
+    -------
+    dict
+        A copy, ``seed`` renamed (when ``random_state`` is not also there).
+
+    Examples
+    --------
+    >>> renamed_keys({"seed": 3, "lr": 0.1})
+    {'lr': 0.1, 'random_state': 3}
+    """
+    out = dict(d)
+    if "seed" in out and "random_state" not in out:
+        out["random_state"] = out.pop("seed")
+    return out
+
 
 FASHION_MNIST_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")
 
@@ -66,6 +93,7 @@ class Dataset:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
+        """Return the shape of one input example (without the batch axis)."""
         return tuple(self.x_train.shape[1:])
 
 
@@ -74,7 +102,7 @@ class Dataset:
 # ---------------------------------------------------------------------------
 
 
-def _digits(data_dir: str | None = None, seed: int = 0, **_: Any) -> Dataset:
+def _digits(data_dir: str | None = None, **_: Any) -> Dataset:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -240,11 +268,11 @@ def _mixture(
     n_features: int = 8,
     n_classes: int = 3,
     separation: float = 2.5,
-    seed: int = 0,
+    random_state: int = 0,
     **_: Any,
 ) -> Dataset:
     """Gaussian mixture (identity covariance) with exact posterior ``info['means']``."""
-    gen = np.random.default_rng(seed)
+    gen = np.random.default_rng(random_state)
     means = gen.normal(size=(n_classes, n_features)) * separation / np.sqrt(2.0 * n_features)
     n_total = n_samples * 2
     y = gen.integers(0, n_classes, n_total)
@@ -259,7 +287,7 @@ def _mixture(
         yt[n_samples:],
         n_classes,
         image=False,
-        info={"means": means.tolist(), "seed": seed, "separation": separation},
+        info={"means": means.tolist(), "random_state": random_state, "separation": separation},
     )
 
 
@@ -285,7 +313,18 @@ def load_dataset(
         Where the files are (torchvision's on-disk layout; IDX files for Fashion-MNIST).
     **params
         ``mixture`` only: ``n_samples``, ``n_features``, ``n_classes``, ``separation``,
-        ``seed``.
+        ``random_state``.
+
+    Returns
+    -------
+    Dataset
+        Inputs and labels in memory, with its train/test parts and provenance ``info``.
+
+    Examples
+    --------
+    >>> ds = load_dataset("digits")
+    >>> ds.n_classes, ds.input_shape
+    (10, (1, 8, 8))
     """
     if name not in DATASETS:
         raise unknown_name_error("dataset", name, DATASETS)
@@ -318,7 +357,18 @@ class DataConfig:
         Part of the training data held out for early stopping.
     check_fraction : float
         Part of the held-out data used to *check* certificates (the rest certifies).
-    seed : int
+    random_state : int
+        Seeds the subset, the label corruption and the splits.
+
+    Examples
+    --------
+    >>> cfg = DataConfig(subset=500, label_noise=0.1, random_state=1)
+    >>> make_splits(load_dataset("digits"), cfg).sizes()["train"]
+    450
+    >>> DataConfig(label_noise=1.5)
+    Traceback (most recent call last):
+    ...
+    estimators.errors.ValidationError: label_noise must be a fraction in [0, 1] (got 1.5)
     """
 
     subset: int | None = None
@@ -328,9 +378,10 @@ class DataConfig:
     quantize_levels: int | None = None
     val_fraction: float = 0.1
     check_fraction: float = 0.5
-    seed: int = 0
+    random_state: int = 0
 
     def __post_init__(self) -> None:
+        """Check every field; raise :class:`ValidationError` naming the bad one."""
         for name in ("random_labels", "label_noise", "duplicate_fraction"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
@@ -346,7 +397,13 @@ class DataConfig:
                 f"quantize_levels must be an int >= 2 or None (got {self.quantize_levels!r})"
             )
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DataConfig:
+        """Inverse of :meth:`to_dict`; the key ``seed`` of older files is ``random_state``."""
+        return cls(**renamed_keys(d))
+
     def to_dict(self) -> dict[str, Any]:
+        """Return the configuration as plain JSON types."""
         return asdict(self)
 
 
@@ -362,6 +419,7 @@ class Splits:
     image: bool = True
 
     def sizes(self) -> dict[str, int]:
+        """Return the number of examples in each split."""
         return {k: len(v) for k, v in self.y.items()}
 
     def fingerprint(self) -> str:
@@ -380,9 +438,28 @@ def tensor_hash(t: torch.Tensor) -> str:
 
 
 def make_splits(ds: Dataset, config: DataConfig | None = None) -> Splits:
-    """Apply the seeded transforms of ``config`` and split into train/val/certify/check."""
+    """Apply the seeded transforms of ``config`` and split into train/val/certify/check.
+
+    Parameters
+    ----------
+    ds : Dataset
+        From :func:`load_dataset`.
+    config : DataConfig, optional
+        Seeded subset, label corruption and split fractions (defaults: ``DataConfig()``).
+
+    Returns
+    -------
+    Splits
+        ``train``, ``val``, ``certify`` and ``check`` tensors and their sizes.
+
+    Examples
+    --------
+    >>> splits = make_splits(load_dataset("digits"), DataConfig(random_state=0))
+    >>> sorted(splits.sizes())
+    ['certify', 'check', 'train', 'val']
+    """
     cfg = config or DataConfig()
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.random_state)
     x, y = ds.x_train.clone(), ds.y_train.clone()
     if cfg.subset is not None:
         if cfg.subset > len(y):

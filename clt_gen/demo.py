@@ -22,12 +22,13 @@ DEMO_TRAIN = TrainConfig(
     optimizer="adamw",
     lr=3e-3,
     weight_decay=1e-4,
-    data=DataConfig(seed=0, val_fraction=0.1, check_fraction=0.5),
-    seed=0,
+    data=DataConfig(random_state=0, val_fraction=0.1, check_fraction=0.5),
+    random_state=0,
 )
 
 
 def demo_evaluate_config(out_dir: str | pathlib.Path, *, progress: bool = True) -> EvaluateConfig:
+    """Return the evaluation configuration ``clt-gen demo`` runs, writing to ``out_dir``."""
     out = pathlib.Path(out_dir)
     return EvaluateConfig(
         checkpoint=str(out / "checkpoint"),

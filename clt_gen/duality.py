@@ -269,10 +269,12 @@ class Regularizer(ABC):
         return {}
 
     def __repr__(self) -> str:
+        """Return ``name`` or ``name(alpha=...)``."""
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
         return f"{type(self).__name__}({args})"
 
     def __eq__(self, other: object) -> bool:
+        """Regularizers are equal when their names and parameters are."""
         return (
             isinstance(other, Regularizer)
             and type(self) is type(other)
@@ -280,6 +282,7 @@ class Regularizer(ABC):
         )
 
     def __hash__(self) -> int:
+        """Hash by name and parameters, consistent with ``__eq__``."""
         return hash((type(self).__name__, tuple(sorted(self.params.items()))))
 
     # -- value methods (tensors in, tensors out) --------------------------------
@@ -434,6 +437,7 @@ class Shannon(Regularizer):
         return (torch.special.xlogy(mu, mu) - mu * torch.log_softmax(nu, dim=-1)).sum(-1)
 
     def vertex_value(self) -> float:
+        """Return ``Ω`` at a vertex of the simplex (its maximum over ``Δ_K``)."""
         return 0.0
 
 
@@ -469,6 +473,7 @@ class Squared(Regularizer):
         return 0.5 * (d * d).sum(-1)
 
     def vertex_value(self) -> float:
+        """Return ``Ω`` at a vertex of the simplex (its maximum over ``Δ_K``)."""
         return 0.5
 
 
@@ -497,6 +502,7 @@ class Sparsemax(Regularizer):
         return 0.5 * (1.0 - (p * p).sum(-1))
 
     def vertex_value(self) -> float:
+        """Return ``Ω`` at a vertex of the simplex (its maximum over ``Δ_K``)."""
         return 0.5
 
 
@@ -523,6 +529,7 @@ class Tsallis(Regularizer):
 
     @property
     def params(self) -> dict[str, float]:
+        """Return the regularizer's parameters (``alpha``)."""
         return {"alpha": self.alpha}
 
     def _power_sum(self, p: torch.Tensor) -> torch.Tensor:
@@ -540,6 +547,7 @@ class Tsallis(Regularizer):
         return (1.0 - self._power_sum(p)) / (a * (a - 1.0))
 
     def vertex_value(self) -> float:
+        """Return ``Ω`` at a vertex of the simplex (its maximum over ``Δ_K``)."""
         return 0.0
 
 
@@ -560,6 +568,11 @@ def get_regularizer(omega: str | Regularizer, **params: float) -> Regularizer:
         Registry name (an instance is returned unchanged).
     **params
         Constructor parameters, e.g. ``alpha=1.5`` for ``"tsallis"``.
+
+    Returns
+    -------
+    Regularizer
+        The registered regularizer with ``params``.
 
     Raises
     ------

@@ -1,6 +1,7 @@
-"""The main job: a trained classifier + data -> risks, data floor, layer entropies,
-information loss, bounds computed on ``certify`` and checked on ``check``, in one
-:class:`~clt_gen.report.Report`.
+"""The main job: a trained classifier and its data in, one typed report out.
+
+Risks, data floor, layer entropies, information loss, bounds computed on ``certify`` and
+checked on ``check``, all in one :class:`~clt_gen.report.Report`.
 
 Two ways in, one pipeline:
 
@@ -122,6 +123,15 @@ class EvaluateConfig:
         Rows per forward pass.
     label_smoothing : float, optional
         Of the training targets (default: the checkpoint's, else 0).
+
+    Examples
+    --------
+    >>> EvaluateConfig(checkpoint="runs/lenet", delta=0.01).delta
+    0.01
+    >>> EvaluateConfig(method="knnn")
+    Traceback (most recent call last):
+    ...
+    estimators.errors.ValidationError: method must be one of [...]...
     """
 
     checkpoint: str | None = None
@@ -153,6 +163,7 @@ class EvaluateConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        """Check every field before any work, with close matches for unknown names."""
         from estimators import HEADS, METHODS
 
         if not 0.0 < self.delta < 1.0:
@@ -276,7 +287,7 @@ def _subject_from_module(model: nn.Module, cfg: EvaluateConfig, device: torch.de
 
 
 def _checkpoint_inputs(subject: Subject, cfg: EvaluateConfig) -> tuple[Inputs, Splits]:
-    """The built-in dataset a checkpoint records, split as it was at training time."""
+    """Return the built-in dataset a checkpoint records, split as it was at training time."""
     meta = subject.meta
     name = cfg.data or meta.get("dataset")
     if name is None:
@@ -284,7 +295,8 @@ def _checkpoint_inputs(subject: Subject, cfg: EvaluateConfig) -> tuple[Inputs, S
     train_cfg = meta.get("train_config", {})
     params = train_cfg.get("dataset_params", {}) if name == meta.get("dataset") else {}
     ds = load_dataset(name, data_dir=cfg.data_dir or train_cfg.get("data_dir"), **params)
-    splits = make_splits(ds, DataConfig(**meta["data_config"]) if "data_config" in meta else None)
+    recorded = meta.get("data_config")
+    splits = make_splits(ds, DataConfig.from_dict(recorded) if recorded is not None else None)
     _check_checkpoint_shapes(subject, splits, name)
     bs = cfg.batch_size
     sources = {s: as_source((splits.x[s], splits.y[s]), name=s, batch_size=bs) for s in splits.x}
@@ -327,8 +339,10 @@ def _example_input(source: Source) -> torch.Tensor:
 
 
 def _probe_model(model: nn.Module, x: torch.Tensor, output: Output, device: torch.device) -> int:
-    """Run two examples through the model: its input shape and its scores are checked
-    before any pass over the data. Returns the number of classes."""
+    """Run two examples through the model and return its number of classes.
+
+    Its input shape and its scores are checked before any pass over the data.
+    """
     with eval_mode(model), torch.no_grad():
         out, _ = forward_checked(model, x.to(device))
     return int(select_scores(out, output).shape[1])
@@ -337,7 +351,7 @@ def _probe_model(model: nn.Module, x: torch.Tensor, output: Output, device: torc
 def _resolve_layers(
     model: nn.Module, requested: tuple[str, ...] | None, example: torch.Tensor
 ) -> tuple[list[str], bool]:
-    """The layers to read (checked against the model) and whether they are the default."""
+    """Return the layers to read (checked against the model) and whether they are the default."""
     if requested:
         layer_kinds(model, list(requested))
         return list(requested), False
@@ -498,7 +512,7 @@ def measure_risks(
 
 
 def floor_bound(subject: Subject, passes: Passes, risks: Risks) -> Bound:
-    """The data floor from the training inputs' digests (identical inputs share one)."""
+    """Return the data floor from the training inputs' digests (identical inputs share one)."""
     assert passes.train.digests is not None
     floor = data_floor(
         passes.train.digests,
@@ -840,7 +854,7 @@ def _user_inputs(data: tuple[Any, Any, Any], cfg: EvaluateConfig, data_name: str
 def _evaluate_user(
     model: Any, data: tuple[Any, Any, Any], cfg: EvaluateConfig, *, output: Output, data_name: str
 ) -> Report:
-    """A user's model (or checkpoint path) on the user's data."""
+    """Evaluate a user's model (or checkpoint path) on the user's data."""
     clock, dev = _Clock(), resolve_device(cfg.device)
     if isinstance(model, (str, os.PathLike)):
         subject = _subject_from_checkpoint(str(model), cfg, dev)
@@ -881,7 +895,7 @@ def _tuple(v: Any) -> tuple[str, ...] | None:
 
 
 def _evaluate_config(cfg: EvaluateConfig, *, output: Output = None) -> Report:
-    """The checkpoint path: its recorded data and splits; writes the report when ``out``."""
+    """Evaluate a checkpoint on its recorded data and splits; write the report when ``out``."""
     if cfg.checkpoint is None:
         raise ValidationError("EvaluateConfig.checkpoint must name a checkpoint directory or file")
     clock, dev = _Clock(), resolve_device(cfg.device)

@@ -37,7 +37,21 @@ Reduce = Literal["avgpool", "flatten", "project"]
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """A named module: its type, output shape (one example) and own parameter count."""
+    """A named module: its type, output shape (one example) and own parameter count.
+
+    Attributes
+    ----------
+    name : str
+        As in ``named_modules()`` (or a graph node name).
+    kind : str
+        The module's class name, or ``"graph node"``.
+    output_shape : tuple of int
+        Output shape for one example (empty when the output is not a single tensor).
+    n_params : int
+        Parameters the module owns directly (not its children's).
+    depth : int
+        Nesting depth (0 for the model's children).
+    """
 
     name: str
     kind: str
@@ -77,6 +91,13 @@ def list_layers(
     -------
     list of LayerInfo
         Modules whose output is not a single tensor have an empty shape.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    >>> [(info.name, info.output_shape) for info in list_layers(net, (4,))]
+    [('0', (8,)), ('1', (8,)), ('2', (3,))]
     """
     shapes: dict[str, tuple[int, ...]] = {}
     handles = []
@@ -159,11 +180,31 @@ _PLUMBING = (
 def default_layers(
     model: nn.Module, example: torch.Tensor | tuple[int, ...] | list[int]
 ) -> list[str]:
-    """Top-level blocks (children of the model, and the blocks inside a top-level
-    ``Sequential`` of blocks), in forward order; the last one gives the logits.
+    """Return the top-level blocks in forward order; the last one gives the logits.
+
+    Blocks are the children of the model, and the blocks inside a top-level ``Sequential``
+    of blocks.
 
     Stand-alone normalization, activation and dropout modules are left out (they refine a
     block's output rather than form a block), except as the penultimate or last layer.
+
+    Parameters
+    ----------
+    model : nn.Module
+    example : tensor or shape
+        An input batch, or the shape of one example (without the batch dimension).
+
+    Returns
+    -------
+    list of str
+        Module names in forward order, the logits layer last.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+    >>> default_layers(net, (4,))
+    ['0', '2', '3', '4']
     """
     infos = [i for i in list_layers(model, example) if i.output_shape]
     names = [i.name for i in infos if i.depth == 1]

@@ -90,6 +90,12 @@ def model_from_spec(
     -------
     nn.Module
         In eval mode.
+
+    Examples
+    --------
+    >>> net = model_from_spec("torchvision:resnet18", kwargs={"num_classes": 3})
+    >>> net.fc.out_features, net.training
+    (3, False)
     """
     kw = dict(kwargs or {})
     if ":" not in spec:
@@ -131,6 +137,34 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
 
     A dict holding the state dict under ``state_dict`` or ``model`` is unwrapped; keys
     that do not match are listed in the error.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The architecture the weights belong to (changed in place).
+    path : path
+        A ``.safetensors`` file, or a ``.pt``/``.pth`` state dict (read with
+        ``weights_only=True``).
+
+    Returns
+    -------
+    nn.Module
+        ``model``, with the weights loaded.
+
+    Raises
+    ------
+    CheckpointError
+        Missing, unexpected or mis-shaped keys (listed), or a file that is not a state dict.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from torch import nn
+    >>> from safetensors.torch import save_file
+    >>> f = os.path.join(tempfile.mkdtemp(), "w.safetensors")
+    >>> save_file({"weight": torch.ones(2, 3), "bias": torch.zeros(2)}, f)
+    >>> float(load_weights(nn.Linear(3, 2), f).weight.detach().sum())
+    6.0
     """
     p = pathlib.Path(path)
     if not p.is_file():
@@ -296,11 +330,35 @@ def data_from_spec(
 ) -> tuple[Any, Any, str]:
     """Training and held-out data named by ``spec`` (see the module doc).
 
+    Parameters
+    ----------
+    spec : str
+        ``imagefolder:DIR`` (``DIR/train`` and ``DIR/test``), ``torchvision:NAME``,
+        ``npz:FILE`` (arrays ``x``, ``y``; held-out only unless ``x_train``/``y_train`` are
+        there too) or a built-in dataset name.
+    data_dir : path, optional
+        Root of the torchvision dataset files (``torchvision:NAME`` and built-in names).
+    transform : {"none", "normalize", "imagenet"}
+        Preprocessing preset for image data.
+    train_data : str, optional
+        A second spec for the training data, when ``spec`` holds held-out data only.
+
     Returns
     -------
     train, test : Dataset or (inputs, labels)
     name : str
         What to call the data in the report.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> f = os.path.join(tempfile.mkdtemp(), "d.npz")
+    >>> rng = np.random.default_rng(0)
+    >>> np.savez(f, x_train=rng.normal(size=(40, 5)), y_train=np.arange(40) % 2,
+    ...          x_test=rng.normal(size=(30, 5)), y_test=np.arange(30) % 2)
+    >>> train, test, name = data_from_spec(f"npz:{f}")
+    >>> len(train[1]), len(test[1]), name.endswith("d.npz")
+    (40, 30, True)
     """
     if transform not in TRANSFORMS:
         raise unknown_name_error("transform", transform, TRANSFORMS)

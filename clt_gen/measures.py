@@ -1,5 +1,6 @@
-"""Classic generalization measures of a trained network, for comparison with the CLT terms
-(Jiang et al. 2020, "Fantastic generalization measures"; WeightWatcher).
+"""Classic generalization measures of a trained network, to compare with the CLT terms.
+
+Sources: Jiang et al. 2020, "Fantastic generalization measures"; WeightWatcher.
 
 Every function takes a model (and data where needed) and returns a float; larger is meant
 to predict a larger generalization gap, except ``margin`` (reported as is).
@@ -93,7 +94,7 @@ def spectral_sum(model: nn.Module) -> float:
 
 @torch.no_grad()
 def margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor, q: float = 0.1) -> float:
-    """The ``q``-quantile of the output margin ``f_y(x) − max_{j≠y} f_j(x)``."""
+    """Return the ``q``-quantile of the output margin ``f_y(x) − max_{j≠y} f_j(x)``."""
     with eval_mode(model):
         out = model(x)
     true = out.gather(1, y.view(-1, 1)).squeeze(1)
@@ -112,8 +113,10 @@ def pacbayes_flatness(
     n_draws: int = 5,
     random_state: int = 0,
 ) -> float:
-    """``1/σ'²`` where ``σ'`` is the largest Gaussian weight perturbation whose mean
-    training-error increase stays below ``target_increase`` (bisection; Jiang et al. eq. 53).
+    """Return the PAC-Bayes flatness ``1/σ'²`` of a trained model.
+
+    ``σ'`` is the largest Gaussian weight perturbation whose mean training-error increase
+    stays below ``target_increase`` (bisection; Jiang et al. eq. 53).
     """
     gen = torch.Generator().manual_seed(random_state)
     with eval_mode(model):
@@ -156,9 +159,11 @@ def _flatness(
 
 
 def powerlaw_alpha(model: nn.Module, min_tail: int = 5) -> float:
-    """Mean WeightWatcher-style power-law exponent of the layers' empirical spectral
-    densities: eigenvalues of ``WᵀW/N``, tail fitted by the Hill/Clauset MLE
-    ``α = 1 + n / Σ log(λ_i/λ_min)`` with ``λ_min`` chosen by the KS distance."""
+    """Return the mean WeightWatcher-style power-law exponent of the layers' spectra.
+
+    Empirical spectral densities: eigenvalues of ``WᵀW/N``, tail fitted by the Hill/Clauset MLE
+    ``α = 1 + n / Σ log(λ_i/λ_min)`` with ``λ_min`` chosen by the KS distance.
+    """
     alphas = []
     for w in _weights(model):
         mat = w.reshape(w.shape[0], -1).double()
@@ -193,7 +198,35 @@ def all_measures(
     y: torch.Tensor,
     input_shape: tuple[int, ...],
 ) -> dict[str, Any]:
-    """Every baseline measure (``None`` where it cannot be computed)."""
+    """Every baseline measure (``None`` where it cannot be computed).
+
+    Parameters
+    ----------
+    model : nn.Module
+        The trained network.
+    init : nn.Module or None
+        The same network at initialization (for the distance from init).
+    x : tensor of shape (n_samples, ...)
+        Training inputs for the data-dependent measures (margin, flatness).
+    y : tensor of shape (n_samples,)
+        Their labels.
+    input_shape : tuple of int
+        Shape of one input (for the path norm).
+
+    Returns
+    -------
+    dict
+        Measure name -> value (``None`` where it does not apply).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    >>> gen = torch.Generator().manual_seed(0)
+    >>> out = all_measures(net, None, torch.randn(20, 4, generator=gen), torch.arange(20) % 3, (4,))
+    >>> out["distance_from_init"] is None and out["param_norm"] > 0
+    True
+    """
     out: dict[str, Any] = {
         "param_norm": parameter_norm(model),
         "path_norm": path_norm(model, input_shape),

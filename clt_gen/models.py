@@ -204,7 +204,7 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
 
 
 def architecture_names() -> list[str]:
-    """Registered architecture names."""
+    """Return the registered architecture names."""
     return sorted(ARCHITECTURES)
 
 
@@ -224,6 +224,18 @@ def build_model(
         Architecture options (``width``/``depth`` for ``mlp``; ``k``/``w`` for models a–d;
         ``norm`` for ``resnet18``; ``patch_size``, ``hidden_dim``... for ``vit``;
         ``dropout`` everywhere).
+
+    Returns
+    -------
+    nn.Module
+        Freshly initialized (from torch's global generator: seed it, or use
+        ``torch.random.fork_rng``, for a reproducible initialization).
+
+    Examples
+    --------
+    >>> net = build_model("mlp", (1, 8, 8), 10, width=32)
+    >>> net(torch.zeros(2, 1, 8, 8)).shape
+    torch.Size([2, 10])
     """
     if arch not in ARCHITECTURES:
         raise unknown_name_error("arch", arch, ARCHITECTURES)

@@ -60,9 +60,11 @@ def tightest_later(values: list[float]) -> list[int]:
 
 
 def _profile(ests: list[Any], names: list[str], tighten: bool) -> list[EntropyEstimate]:
-    """Layer ``l`` reports, with ``tighten``, the best head among layers ``l' >= l`` (a head on
-    ``Z_l'`` composed with the network's layers is a head on ``Z_l``): the reported profile
-    never decreases with depth."""
+    """Return the reported profile, which never decreases with depth.
+
+    Layer ``l`` reports, with ``tighten``, the best head among layers ``l' >= l`` (a head on
+    ``Z_l'`` composed with the network's layers is a head on ``Z_l``).
+    """
     if not tighten:
         return [_estimate(e) for e in ests]
     idx = tightest_later([e.value for e in ests])
@@ -81,8 +83,11 @@ def _fit_layers(
     heads: tuple[str, ...] | None,
     kw: dict[str, Any],
 ) -> dict[str, list[Any]]:
-    """Per layer: train estimate, held-out estimate, certified bound (at delta / L) and the
-    held-out per-sample terms, each list in layer order."""
+    """Fit every layer: estimates, certified bounds and held-out per-sample terms.
+
+    Per layer: train estimate, held-out estimate, certified bound (at delta / L) and the
+    held-out per-sample terms, each list in layer order.
+    """
     from estimators.certified import estimate_and_bound
 
     head_kw: dict[str, Any] = {"heads": tuple(heads)} if heads else {}
@@ -149,7 +154,9 @@ def layer_entropies(
     random_state: int,
     heads: tuple[str, ...] | None = None,
 ) -> list[LayerRow]:
-    """Per layer: ``H_Ω(Y|Z)`` estimates (train, held-out), the certified upper bound on
+    """Return the layer rows of a report.
+
+    Per layer: ``H_Ω(Y|Z)`` estimates (train, held-out), the certified upper bound on
     held-out features at ``delta / L`` with its data-processing profile, and the
     information loss from the previous layer.
 
@@ -235,10 +242,12 @@ def _rows(
 
 
 def _order_flags(rows: list[LayerRow], *, raw: bool) -> list[LayerRow]:
-    """A later layer's held-out interval wholly below an earlier layer's, which the true
-    quantity cannot do (data processing): ``order_violation`` for reported estimates,
+    """Flag a later layer whose held-out interval lies wholly below an earlier layer's.
+
+    The true quantity cannot do that (data processing): ``order_violation`` for reported estimates,
     ``raw_order_violation`` for the raw per-layer values behind a tightened profile
-    (a diagnostic of the heads' excess risk, not of the reported numbers)."""
+    (a diagnostic of the heads' excess risk, not of the reported numbers).
+    """
     from dataclasses import replace
 
     flag = "raw_order_violation" if raw else "order_violation"

@@ -1,5 +1,7 @@
-"""Rendering of evaluation reports: one self-contained HTML page with embedded plots,
-and a short text table for terminals. Works on the report dictionary only.
+"""Rendering of evaluation reports: self-contained HTML with plots, and a text table.
+
+One HTML page with embedded plots, and a short text table for terminals. Works on the
+report dictionary only.
 
 Examples
 --------
@@ -17,29 +19,42 @@ import html
 import io
 from typing import Any
 
-__all__ = ["render_html", "summary_table", "plot_png"]
+__all__ = ["render_html", "summary_table", "plot_png", "new_figure", "png_bytes"]
+
+
+def new_figure(figsize: tuple[float, float], ncols: int = 1) -> tuple[Any, Any]:
+    """Return a figure and its axes, without pyplot.
+
+    The figure belongs to no GUI backend and leaves matplotlib's global state (the backend,
+    the current figure) untouched, so rendering a report never changes a user's session.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(1, ncols)
+
+
+def png_bytes(fig: Any, **savefig: Any) -> bytes:
+    """Return a figure as PNG bytes (110 dpi unless ``savefig`` says otherwise)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", **{"dpi": 110, **savefig})
+    return buf.getvalue()
 
 
 def plot_png(fig: Any) -> str:
-    """A matplotlib figure as a base64 PNG ``<img>`` tag (and close it)."""
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    data = base64.b64encode(buf.getvalue()).decode()
+    """Return a matplotlib figure as a base64 PNG ``<img>`` tag."""
+    data = base64.b64encode(png_bytes(fig, bbox_inches="tight")).decode()
     return f'<img alt="plot" src="data:image/png;base64,{data}"/>'
 
 
 def _entropy_figure(report: dict[str, Any], rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """Layer entropies (train and held-out estimates with intervals) against the risks."""
-    import matplotlib.pyplot as plt
     import numpy as np
 
     figs: list[tuple[str, str]] = []
     names = [r["name"] for r in rows]
     x = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(rows) + 2), 3.4))
+    fig, ax = new_figure((max(5, 0.9 * len(rows) + 2), 3.4))
     for key, label, off, color in (
         ("H_train", "train features", -0.1, "#1f77b4"),
         ("H_heldout", "held-out features", 0.1, "#d62728"),
@@ -71,13 +86,12 @@ def _entropy_figure(report: dict[str, Any], rows: list[dict[str, Any]]) -> list[
 
 def _loss_figure(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """Information lost by each layer (paired intervals; red: data-processing flag)."""
-    import matplotlib.pyplot as plt
     import numpy as np
 
     figs: list[tuple[str, str]] = []
     loss_rows = [r for r in rows if r.get("information_loss")]
     if loss_rows:
-        fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(loss_rows) + 2), 3.0))
+        fig, ax = new_figure((max(5, 0.9 * len(loss_rows) + 2), 3.0))
         vals = np.array([r["information_loss"]["value"] for r in loss_rows])
         ci = np.array(
             [r["information_loss"]["ci"] or [v, v] for r, v in zip(loss_rows, vals, strict=True)]
@@ -100,12 +114,10 @@ def _loss_figure(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 def _bounds_figure(report: dict[str, Any]) -> list[tuple[str, str]]:
     """Each bound against the value it was checked on."""
-    import matplotlib.pyplot as plt
-
     figs: list[tuple[str, str]] = []
     bounds = [b for b in report.get("bounds", []) if b.get("checked_value") is not None]
     if bounds:
-        fig, ax = plt.subplots(figsize=(7, 0.38 * len(bounds) + 1.2))
+        fig, ax = new_figure((7, 0.38 * len(bounds) + 1.2))
         for i, b in enumerate(bounds):
             color = "#2ca02c" if b["held"] else "#d62728"
             ax.plot(
@@ -138,12 +150,10 @@ def _bounds_figure(report: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _curves_figure(report: dict[str, Any]) -> list[tuple[str, str]]:
     """Frozen-feature bound over the number of cells."""
-    import matplotlib.pyplot as plt
-
     figs: list[tuple[str, str]] = []
     curves = report.get("frozen_feature_curves", {})
     if curves:
-        fig, ax = plt.subplots(figsize=(6, 3.4))
+        fig, ax = new_figure((6, 3.4))
         for name, curve in curves.items():
             m = [c["n_cells"] for c in curve]
             line = ax.plot(m, [c["certified"] for c in curve], "o-", label=f"{name} certified")
@@ -160,9 +170,6 @@ def _curves_figure(report: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _figures(report: dict[str, Any]) -> list[tuple[str, str]]:
-    import matplotlib
-
-    matplotlib.use("Agg")
     rows = report.get("layers", [])
     figs = _entropy_figure(report, rows) + _loss_figure(rows) if rows else []
     return figs + _bounds_figure(report) + _curves_figure(report)
@@ -177,7 +184,7 @@ def _fmt(v: Any) -> str:
 
 
 def _layers_table(layers: list[dict[str, Any]]) -> list[str]:
-    """The per-layer table: estimates, certificates, information loss, flags."""
+    """Return the per-layer table: estimates, certificates, information loss, flags."""
     parts: list[str] = []
     parts.append(
         "<h2>Layers</h2><p>H train and H held-out are <b>estimates</b> (model-based; "
@@ -217,14 +224,14 @@ def _bounds_table(bounds: list[dict[str, Any]]) -> list[str]:
             f"<tr><td>{_fmt(b['name'])}</td><td>{b['kind']}</td><td>{b['quantity']}</td>"
             f"<td>{b['side']}</td><td>{_fmt(b['value'])}</td><td>{_fmt(b['delta'])}</td>"
             f"<td>{_fmt(b['checked_value'])}</td><td class='{cls}'>{_fmt(b['held'])}</td>"
-            f"<td>{_fmt(b['data_used'])}</td></tr>"
+            f"<td>{_fmt(b.get('data_used', ''))}</td></tr>"
         )
     parts.append("</table>")
     return parts
 
 
 def render_html(report: dict[str, Any]) -> str:
-    """The whole report as one self-contained HTML page (plots embedded as PNG)."""
+    """Return the whole report as one self-contained HTML page (plots embedded as PNG)."""
     ck, data = report.get("checkpoint", {}), report.get("data", {})
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>clt_gen report</title>",
@@ -276,7 +283,7 @@ def render_html(report: dict[str, Any]) -> str:
 
 
 def summary_table(report: dict[str, Any]) -> str:
-    """A short terminal table: risks, floor, per-layer entropies, bounds."""
+    """Return a short terminal table: risks, floor, per-layer entropies, bounds."""
     r, f = report["risks"], report["floor"]
     lines = [
         f"risk   train {r['train']:.4f}  check {r['check']:.4f}  gap {r['gap']:+.4f}   "

@@ -183,7 +183,17 @@ class CertifiedUpper:
 
 @dataclass(frozen=True)
 class InformationLoss:
-    """Estimated ``H(Y|Z_l) − H(Y|Z_{l−1})`` (paired), with its interval."""
+    """Estimated ``H(Y|Z_l) − H(Y|Z_{l−1})`` (paired), with its interval.
+
+    Attributes
+    ----------
+    value : float
+        The paired estimate, in nats for ``shannon``.
+    ci : (float, float) or None
+        Its paired bootstrap interval.
+    from_layer : str
+        The previous layer ``l − 1``.
+    """
 
     value: float
     ci: tuple[float, float] | None
@@ -300,7 +310,19 @@ class Risks:
 
 @dataclass(frozen=True)
 class Floor:
-    """The data floor (a deterministic lower bound on every model's training risk)."""
+    """The data floor (a deterministic lower bound on every model's training risk).
+
+    Attributes
+    ----------
+    value : float
+        ``Σ_x (n_x/n) H_Ω(q̃(·|x))`` over groups of identical training inputs.
+    fitting_error : float
+        The model's training risk minus the floor (``>= 0``).
+    n_duplicate_groups : int
+        Inputs that occur more than once.
+    n_conflicting_groups : int
+        Of those, the ones whose copies carry different labels.
+    """
 
     value: float
     fitting_error: float
@@ -397,7 +419,7 @@ class Report:
 
     # -- access ---------------------------------------------------------------------------
     def layer(self, name: str) -> LayerRow:
-        """The row of layer ``name``."""
+        """Return the row of layer ``name``."""
         for row in self.layers:
             if row.name == name:
                 return row
@@ -412,13 +434,13 @@ class Report:
         return tuple(b for b in self.bounds if b.kind == "estimate")
 
     def best_error_certificate(self) -> Bound | None:
-        """The tightest certificate on the network's own 0-1 test error."""
+        """Return the tightest certificate on the network's own 0-1 test error."""
         errs = [b for b in self.certificates() if b.quantity == "error"]
         return min(errs, key=lambda b: b.value) if errs else None
 
     # -- serialization ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """The JSON schema of ``docs/report.md`` (plain Python types)."""
+        """Return the JSON schema of ``docs/report.md`` (plain Python types)."""
         d: dict[str, Any] = {
             "schema_version": self.schema_version,
             "version": self.version,
@@ -493,7 +515,7 @@ class Report:
         return load_report(path)
 
     def with_summary(self) -> Report:
-        """A copy whose ``summary_lines`` are written from its numbers."""
+        """Return a copy whose ``summary_lines`` are written from its numbers."""
         return replace(self, summary_lines=tuple(summary_sentences(self)))
 
     # -- display ------------------------------------------------------------------------------
@@ -502,7 +524,7 @@ class Report:
         return "\n".join(self.summary_lines or summary_sentences(self))
 
     def table(self) -> str:
-        """A short terminal table: risks, floor, per-layer entropies, bounds."""
+        """Return a short terminal table: risks, floor, per-layer entropies, bounds."""
         from clt_gen.render import summary_table
 
         return summary_table(self.to_dict())
@@ -513,7 +535,7 @@ class Report:
         return render_html(self.to_dict())
 
     def layers_frame(self) -> Any:
-        """The layer table as a pandas DataFrame (needs pandas)."""
+        """Return the layer table as a pandas DataFrame (needs pandas)."""
         pd = _pandas()
         rows = []
         for r in self.layers:
@@ -534,7 +556,7 @@ class Report:
         return pd.DataFrame(rows).set_index("layer")
 
     def bounds_frame(self) -> Any:
-        """The bound table as a pandas DataFrame (needs pandas)."""
+        """Return the bound table as a pandas DataFrame (needs pandas)."""
         pd = _pandas()
         cols = ("name", "kind", "quantity", "side", "value", "delta", "checked_value", "held")
         return pd.DataFrame([{c: getattr(b, c) for c in cols} for b in self.bounds]).set_index(
@@ -554,6 +576,16 @@ def _pandas() -> Any:
 
 def load_report(path: str | os.PathLike[str]) -> Report:
     """Read a ``report.json`` (a directory holding one is accepted) as a :class:`Report`.
+
+    Parameters
+    ----------
+    path : path
+        A ``report.json`` file or the directory holding it.
+
+    Returns
+    -------
+    Report
+        Reports of older schema versions are upgraded on load.
 
     Examples
     --------
@@ -641,7 +673,7 @@ def _layer_sentences(report: Report, units: str) -> list[str]:
 
 
 def example_report_dict() -> dict[str, Any]:
-    """A small, complete report dictionary (schema 1.2), for examples and tests."""
+    """Return a small, complete report dictionary (schema 1.2), for examples and tests."""
     est = {"value": 0.5, "ci": [0.4, 0.6], "stderr": 0.05, "method": "auto", "assumption": "x"}
     return {
         "schema_version": SCHEMA_VERSION,

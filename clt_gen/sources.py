@@ -34,7 +34,7 @@ _Y_KEYS = ("y", "label", "labels", "target", "targets")
 
 
 def unpack_batch(batch: Any, *, where: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(inputs, labels)`` of one batch: a pair (or longer tuple), or a dict with common keys."""
+    """Return ``(inputs, labels)`` of one batch: a pair (or longer tuple), or a dict."""
     if isinstance(batch, Mapping):
         x = next((batch[k] for k in _X_KEYS if k in batch), None)
         y = next((batch[k] for k in _Y_KEYS if k in batch), None)
@@ -91,7 +91,7 @@ class Source:
     kind: str
 
     def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """``(inputs, labels)`` batch by batch."""
+        """Return ``(inputs, labels)`` batch by batch."""
         for batch in self.loader:
             yield unpack_batch(batch, where=f"{self.name} data")
 
@@ -185,6 +185,13 @@ def as_source(
     Returns
     -------
     Source
+
+    Examples
+    --------
+    >>> import torch
+    >>> src = as_source((torch.zeros(10, 3), torch.zeros(10).long()), name="train")
+    >>> src.n_rows, src.ordered
+    (10, True)
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValidationError(f"batch_size must be an int >= 1 (got {batch_size!r})")

@@ -59,7 +59,7 @@ Output = None | str | int | Callable[[Any], torch.Tensor]
 
 
 def select_scores(out: Any, output: Output = None) -> torch.Tensor:
-    """The ``(batch, K)`` class scores in a model's output.
+    """Return the ``(batch, K)`` class scores in a model's output.
 
     Parameters
     ----------
@@ -97,7 +97,7 @@ def select_scores(out: Any, output: Output = None) -> torch.Tensor:
 
 
 def graph_nodes(model: nn.Module) -> list[str]:
-    """torchvision FX graph node names of ``model`` in eval mode (empty if it cannot trace)."""
+    """Torchvision FX graph node names of ``model`` in eval mode (empty if it cannot trace)."""
     from torchvision.models.feature_extraction import get_graph_node_names
 
     try:
@@ -133,7 +133,7 @@ def layer_kinds(model: nn.Module, layers: list[str]) -> str:
 def _tap(
     model: nn.Module, layers: list[str], kind: str
 ) -> Iterator[Callable[[torch.Tensor], tuple[Any, dict[str, torch.Tensor]]]]:
-    """A function ``x -> (model output, {layer: activation})`` valid inside the block."""
+    """Return a function ``x -> (model output, {layer: activation})`` valid inside the block."""
     named = [n for n in layers if n != INPUT_LAYER]
     if kind == "modules":
         with hooked(model, named) as captured:
@@ -189,10 +189,11 @@ class PassResult:
     n_rows: int = field(init=False)
 
     def __post_init__(self) -> None:
+        """Check the fields; raise :class:`ValidationError` naming the bad one."""
         self.n_rows = len(self.labels)
 
     def take(self, rows: np.ndarray) -> PassResult:
-        """The rows ``rows`` (which must all be kept), e.g. one part of a held-out split."""
+        """Return the rows ``rows`` (which must all be kept), e.g. one part of a held-out split."""
         pos = np.searchsorted(self.kept, rows)
         if len(rows) and (pos.max() >= len(self.kept) or np.any(self.kept[pos] != rows)):
             raise ValueError("take() needs rows whose features were kept")
@@ -393,21 +394,27 @@ def stream_pass(
         Feature reduction (as :func:`extract_features`).
     keep : sorted array of int, optional
         Rows whose features are kept (all by default); scores and labels are kept for all.
-    digests : bool
-        Also keep a digest of each input (for the data floor).
-    probe_rows : int
-        Keep the first rows themselves.
+    digests, probe_rows
+        Also keep a digest of each input (for the data floor); keep the first rows.
     cache_dir : path, optional
         Append results to files there (flat memory, reuse, resume); used only for sources
         with a fixed order. ``cache_parts`` must identify the model.
-    scores : bool
-        Read class scores from the output (False: features only, any output).
-    commit_every : float
-        Seconds between the commits an interrupted pass resumes from (0: every batch).
+    scores, commit_every
+        Read class scores from the output (False: features only, any output); seconds
+        between the commits an interrupted pass resumes from (0: every batch).
 
     Returns
     -------
     PassResult
+
+    Examples
+    --------
+    >>> from clt_gen.sources import as_source
+    >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    >>> src = as_source((torch.randn(50, 4), torch.arange(50) % 3), name="train")
+    >>> res = stream_pass(net, src, layers=["1"], progress=False)
+    >>> res.scores.shape, res.features["1"].shape
+    ((50, 3), (50, 8))
     """
     spec = _Spec(
         layers=list(layers),
@@ -470,7 +477,7 @@ class _Spec:
 
 
 def _expected_input(model: nn.Module) -> str:
-    """What the first layer with weights takes, in words (for error messages)."""
+    """Return what the first layer with weights takes, in words (for error messages)."""
     for m in model.modules():
         if isinstance(m, nn.modules.conv._ConvNd):
             return f"{m.in_channels} input channels ({type(m).__name__})"
@@ -495,8 +502,10 @@ def _forward(
 
 
 def forward_checked(model: nn.Module, x: torch.Tensor) -> tuple[Any, dict[str, torch.Tensor]]:
-    """``model(x)``, with a rejected input shape turned into a :class:`DataError` that shows
-    the shape seen and what the first layer expects."""
+    """Return ``model(x)``; a rejected input shape becomes a :class:`DataError`.
+
+    The error shows the shape seen and what the first layer expects.
+    """
     return _forward(lambda t: (model(t), {}), x, first=True, model=model)
 
 
@@ -554,7 +563,7 @@ def _batch_scores(out: Any, y: torch.Tensor, spec: _Spec, name: str) -> torch.Te
 def _run_batches(
     model: nn.Module, source: Source, sink: _Sink, state: dict[str, Any], spec: _Spec
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The loop: forward each batch not done before and append its results to ``sink``."""
+    """Run the loop: forward each batch not done before and append its results to ``sink``."""
     start, rows, last_commit = int(state["rows"]), 0, time.monotonic()
     probe: list[tuple[torch.Tensor, torch.Tensor]] = []
     bar = tqdm(

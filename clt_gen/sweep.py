@@ -26,8 +26,9 @@ skipped, so a killed sweep resumes with nothing lost or duplicated.
 
 Examples
 --------
->>> jobs = expand_grid({"train": {"arch": "mlp"}, "grid": {"seed": [0, 1], "lr": [0.1]}})
->>> [j["train"]["seed"] for j in jobs]
+>>> grid = {"random_state": [0, 1], "lr": [0.1]}
+>>> jobs = expand_grid({"train": {"arch": "mlp"}, "grid": grid})
+>>> [j["train"]["random_state"] for j in jobs]
 [0, 1]
 """
 
@@ -47,7 +48,7 @@ import tomllib
 from tqdm.auto import tqdm
 
 from clt_gen.checkpoints import atomic_write_text, load_checkpoint
-from clt_gen.data import DataConfig
+from clt_gen.data import DataConfig, renamed_keys
 from clt_gen.errors import ValidationError
 from clt_gen.evaluation import EvaluateConfig, evaluate
 from clt_gen.training import TrainConfig, train
@@ -56,7 +57,32 @@ __all__ = ["load_manifest", "expand_grid", "job_id", "run_job", "run_sweep", "co
 
 
 def load_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and check a sweep manifest."""
+    """Read and check a sweep manifest.
+
+    Parameters
+    ----------
+    path : path
+        A TOML file with sections ``sweep``, ``train``, ``grid`` and ``evaluate``.
+
+    Returns
+    -------
+    dict
+        The manifest with defaults filled in (``sweep.out`` next to the file).
+
+    Raises
+    ------
+    ValidationError
+        Unreadable TOML or unknown sections.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> f = os.path.join(tempfile.mkdtemp(), "m.toml")
+    >>> lines = ["[train]", 'arch = "mlp"', "[grid]", "lr = [0.1, 0.01]"]
+    >>> _ = open(f, "w").write(chr(10).join(lines))
+    >>> load_manifest(f)["grid"]
+    {'lr': [0.1, 0.01]}
+    """
     p = pathlib.Path(path)
     try:
         manifest = tomllib.loads(p.read_text())
@@ -108,8 +134,8 @@ def job_id(job: dict[str, Any]) -> str:
 
 
 def _train_config(spec: dict[str, Any]) -> TrainConfig:
-    spec = dict(spec)
-    data = DataConfig(**spec.pop("data", {}))
+    spec = renamed_keys(spec)
+    data = DataConfig.from_dict(spec.pop("data", {}))
     try:
         return TrainConfig(**spec, data=data, progress=False)
     except TypeError as exc:
@@ -161,7 +187,7 @@ def _measures(ck: Any, cfg: TrainConfig) -> dict[str, Any]:
         load_dataset(cfg.dataset, data_dir=cfg.data_dir, **cfg.dataset_params), cfg.data
     )
     with torch.random.fork_rng():
-        torch.manual_seed(cfg.seed)  # the trainer's initialization, rebuilt exactly
+        torch.manual_seed(cfg.random_state)  # the trainer's initialization, rebuilt exactly
         init = build_model(
             ck.meta["arch"],
             ck.meta["input_shape"],
@@ -180,7 +206,35 @@ def run_sweep(
     address: str | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Run every job of the manifest that has not finished; return all records."""
+    """Run every job of the manifest that has not finished; return all records.
+
+    Parameters
+    ----------
+    manifest : dict
+        From :func:`load_manifest`.
+    backend : {"local", "ray"}
+        A local process pool, or a Ray cluster.
+    workers : int
+        Concurrent jobs.
+    address : str, optional
+        Ray cluster address (``ray`` backend).
+    progress : bool
+        Show a progress bar across jobs.
+
+    Returns
+    -------
+    list of dict
+        One record per job (finished earlier or now), each with its config and results.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> manifest = {"sweep": {"out": os.path.join(tempfile.mkdtemp(), "s")},
+    ...             "train": {"arch": "mlp", "epochs": 1},
+    ...             "grid": {"lr": [0.1]}}
+    >>> len(run_sweep(manifest, progress=False))
+    1
+    """
     out = manifest["sweep"]["out"]
     jobs = expand_grid(manifest)
     pathlib.Path(out).mkdir(parents=True, exist_ok=True)

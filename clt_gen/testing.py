@@ -95,7 +95,7 @@ def score_vectors(
 def regularizers(
     names: list[str] | None = None, alphas: tuple[float, float] = (1.1, 3.0)
 ) -> st.SearchStrategy[Regularizer]:
-    """Registered regularizers; ``tsallis`` with ``alpha`` drawn from ``alphas``."""
+    """Return the registered regularizers; ``tsallis`` with ``alpha`` drawn from ``alphas``."""
     chosen = names if names is not None else sorted(REGULARIZERS)
 
     def build(name: str) -> st.SearchStrategy[Regularizer]:
@@ -131,7 +131,7 @@ def joint_distributions(
 
 @st.composite
 def non_injective_maps(draw: Any, n_cells: int) -> np.ndarray:
-    """A map ``φ: {0..n-1} -> {0..m-1}`` as an index array, with ``m <= n`` cells."""
+    """Return a map ``φ: {0..n-1} -> {0..m-1}`` as an index array, with ``m <= n`` cells."""
     m = draw(st.integers(1, max(1, n_cells)))
     return np.asarray(
         draw(st.lists(st.integers(0, m - 1), min_size=n_cells, max_size=n_cells)), dtype=np.int64
@@ -140,12 +140,12 @@ def non_injective_maps(draw: Any, n_cells: int) -> np.ndarray:
 
 @st.composite
 def bijections(draw: Any, n_cells: int) -> np.ndarray:
-    """A permutation of ``{0..n-1}`` as an index array."""
+    """Return a permutation of ``{0..n-1}`` as an index array."""
     return np.asarray(draw(st.permutations(list(range(n_cells)))), dtype=np.int64)
 
 
 def merge_cells(joint: np.ndarray, phi: np.ndarray) -> np.ndarray:
-    """The joint of ``(φ(Z), Y)``: rows of ``joint`` summed by their image under ``phi``."""
+    """Return the joint of ``(φ(Z), Y)``: rows of ``joint`` summed by their image under ``phi``."""
     out = np.zeros((int(phi.max()) + 1, joint.shape[1]))
     np.add.at(out, phi, joint)
     return out

@@ -1,5 +1,7 @@
-"""Trainability diagnostics: gradient energy, structure matrices ``A_x = J_x J_xᵀ``, their
-extreme eigenvalues, the structural error and the loss sandwich (THEORY §4).
+"""Trainability diagnostics (THEORY §4).
+
+Gradient energy, structure matrices ``A_x = J_x J_xᵀ``, their extreme eigenvalues, the
+structural error and the loss sandwich.
 
 ``J_x = ∂f(x)/∂θ`` over all trainable parameters. With ``p = ∇Ω*(f(x))`` and a target
 ``μ``, the residual ``e = p − μ`` gives ``∇_θ ℓ = J_xᵀ e`` and ``‖∇_θ ℓ‖² = eᵀ A_x e``, so
@@ -66,7 +68,7 @@ def _params(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
 
 
 def structure_matrices_naive(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Reference: ``K`` backward passes per example (slow, obviously correct)."""
+    """Compute by ``K`` backward passes per example (slow, obviously correct)."""
     params = [p for _, p in _params(model)]
     out_rows = []
     with _eval_mode(model):
@@ -347,9 +349,12 @@ def structure_matrices(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class StructureSpectrum:
-    """Extreme eigenvalues of ``A_x`` per example, on ``R^K`` and restricted to ``1^⊥``,
-    and the structural error ``U = −log λ_min``, ``L = −log λ_max``, ``G = U − L``
-    (computed from the restricted eigenvalues for simplex-valued links)."""
+    """Extreme eigenvalues of ``A_x`` per example, and the structural error.
+
+    Eigenvalues on ``R^K`` and restricted to ``1^⊥``; the structural error is
+    ``U = −log λ_min``, ``L = −log λ_max``, ``G = U − L`` (computed from the restricted
+    eigenvalues for simplex-valued links).
+    """
 
     lam_min: torch.Tensor
     lam_max: torch.Tensor
@@ -360,6 +365,7 @@ class StructureSpectrum:
     G: torch.Tensor
 
     def summary(self) -> dict[str, float]:
+        """Return the means and extremes of the per-example values as floats."""
         return {k: float(v.mean()) for k, v in asdict(self).items()} | {
             "lam_min_min": float(self.lam_min.min()),
             "lam_max_max": float(self.lam_max.max()),
@@ -376,7 +382,29 @@ def _perp_basis(k: int, dtype: torch.dtype, device: torch.device) -> torch.Tenso
 def structure_spectrum(
     model: nn.Module, x: torch.Tensor, *, simplex: bool = True, matrices: torch.Tensor | None = None
 ) -> StructureSpectrum:
-    """Extreme eigenvalues of the structure matrices and the structural error."""
+    """Extreme eigenvalues of the structure matrices and the structural error.
+
+    Parameters
+    ----------
+    model : nn.Module
+    x : tensor of shape (n_samples, ...)
+    simplex : bool
+        Also the eigenvalues restricted to ``1^⊥`` (for simplex-valued links).
+    matrices : tensor of shape (n_samples, K, K), optional
+        Precomputed :func:`structure_matrices` (computed when absent).
+
+    Returns
+    -------
+    StructureSpectrum
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    >>> spec = structure_spectrum(net, torch.randn(5, 4, dtype=torch.float64))
+    >>> bool((spec.lam_min <= spec.lam_max).all())
+    True
+    """
     A = structure_matrices(model, x) if matrices is None else matrices
     ev = torch.linalg.eigvalsh(A)
     k = A.shape[-1]
@@ -428,7 +456,30 @@ def gradient_energy(
     omega: str | Regularizer = "shannon",
     label_smoothing: float = 0.0,
 ) -> float:
-    """Mean of per-example squared gradient norms (not the norm of the batch gradient)."""
+    """Mean of per-example squared gradient norms (not the norm of the batch gradient).
+
+    Parameters
+    ----------
+    model : nn.Module
+    x : tensor of shape (n_samples, ...)
+    y : tensor of shape (n_samples,)
+    omega : str or Regularizer
+        The Fenchel–Young loss.
+    label_smoothing : float
+        ``ε`` of the targets.
+
+    Returns
+    -------
+    float
+        ``(1/n) Σ_i ‖∇_θ ℓ(x_i, y_i)‖²``.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> net = nn.Linear(3, 2)
+    >>> gradient_energy(net, torch.zeros(4, 3), torch.tensor([0, 1, 0, 1])) > 0
+    True
+    """
     norms = per_example_gradient_norms(model, x, y, omega=omega, label_smoothing=label_smoothing)
     return float((norms**2).mean())
 
@@ -446,6 +497,7 @@ class LossSandwich:
     spectrum: StructureSpectrum
 
     def holds(self, rtol: float = 1e-6) -> torch.Tensor:
+        """Return, per example, whether the sandwich holds up to relative tolerance ``rtol``."""
         tol = rtol * torch.clamp(self.loss.abs(), min=1e-12) + 1e-12
         return (self.lower <= self.loss + tol) & (self.loss <= self.upper + tol)
 
@@ -458,11 +510,33 @@ def loss_sandwich(
     omega: str | Regularizer = "shannon",
     label_smoothing: float = 0.0,
 ) -> LossSandwich:
-    """The loss sandwiched by gradient energy and extreme eigenvalues.
+    """Return the loss sandwiched by gradient energy and extreme eigenvalues.
 
     ``shannon``: ``‖∇ℓ‖²/(2λ_max) ≤ ℓ ≤ ‖∇ℓ‖²/(λ_min p_min)``; ``squared``:
     ``‖∇ℓ‖²/(2λ_max) ≤ ℓ ≤ ‖∇ℓ‖²/(2λ_min)``, with the eigenvalues of ``A_x`` on ``1^⊥``
     for ``shannon`` (the residual sums to zero) and on ``R^K`` for ``squared``.
+
+    Parameters
+    ----------
+    model : nn.Module
+    x : tensor of shape (n_samples, ...)
+    y : tensor of shape (n_samples,)
+    omega : {"shannon", "squared"} or Regularizer
+    label_smoothing : float
+        ``ε`` of the targets.
+
+    Returns
+    -------
+    LossSandwich
+        Per-example ``lower``, ``loss``, ``upper`` and the spectra used.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    >>> x = torch.randn(6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    >>> bool(loss_sandwich(net, x, torch.arange(6) % 3).holds().all())
+    True
     """
     reg = get_regularizer(omega)
     if reg.name not in ("shannon", "squared"):
@@ -503,7 +577,36 @@ def loss_sandwich(
 def trainability_summary(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, reg: Any, *, label_smoothing: float = 0.0
 ) -> dict[str, Any]:
-    """Report section: gradient energy, spectra summary, sandwich coverage."""
+    """Report section: gradient energy, spectra summary, sandwich coverage.
+
+    Parameters
+    ----------
+    model : nn.Module
+    x : tensor of shape (n_samples, ...)
+        A probe batch of inputs.
+    y : tensor of shape (n_samples,)
+        Its labels.
+    reg : Regularizer
+        ``shannon`` or ``squared``.
+    label_smoothing : float
+        ``ε`` of the targets.
+
+    Returns
+    -------
+    dict
+        ``gradient_energy``, ``mean_loss``, ``fitting_error``, sandwich means and the
+        fraction of examples where it held, eigenvalue medians and ``U``, ``L``, ``G``.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from clt_gen.duality import get_regularizer
+    >>> net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    >>> x = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+    >>> out = trainability_summary(net, x, torch.arange(8) % 3, get_regularizer("shannon"))
+    >>> out["sandwich_fraction_held"]
+    1.0
+    """
     if reg.name not in ("shannon", "squared"):
         raise ValidationError("--trainability supports omega 'shannon' and 'squared'")
     dtype = next(model.parameters()).dtype
@@ -559,8 +662,11 @@ def local_pearson(a: Any, b: Any, window: int = 50) -> list[float | None]:
 
 
 class TrainabilityProbe(Callback):
-    """Training callback: every ``every`` steps, record on a fixed probe batch the gradient
-    energy, fitting error, sandwich bounds and structural error into ``metrics.jsonl``."""
+    """Training callback recording trainability on a fixed probe batch.
+
+    Every ``every`` steps, record the gradient energy, fitting error, sandwich bounds and
+    structural error into ``metrics.jsonl``.
+    """
 
     def __init__(
         self,
@@ -578,6 +684,7 @@ class TrainabilityProbe(Callback):
         self.records: list[dict[str, float]] = []
 
     def on_step(self, state: Any) -> None:
+        """Record the probe's diagnostics every ``every`` steps."""
         if state.step % self.every:
             return
         model = state.model
@@ -603,7 +710,9 @@ class TrainabilityProbe(Callback):
         state.log(rec)
 
     def on_epoch_end(self, state: Any) -> None:
+        """Do nothing at epoch ends (records are per step)."""
         pass
 
     def dumps(self) -> str:
+        """Return the records as JSON lines."""
         return "\n".join(json.dumps(r) for r in self.records)

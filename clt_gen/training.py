@@ -1,6 +1,8 @@
-"""Training: any registered Fenchel–Young loss, SGD or AdamW, cosine schedule, label
-smoothing, dropout, augmentation, early stopping, KKB's two-phase option; CUDA with mixed
-precision when present, seeded and deterministic on CPU.
+"""Training with any registered Fenchel–Young loss.
+
+SGD or AdamW, cosine schedule, label smoothing, dropout, augmentation, early stopping,
+KKB's two-phase option; CUDA with mixed precision when present, seeded and deterministic
+on CPU.
 
 The training objective is the risk under the (smoothed) target distribution
 ``q̃(·|x_i) = t_i``: ``E_{y~t_i} d_Ω(e_y, f(x_i)) = Ω(e_y) + Ω*(f(x_i)) − ⟨t_i, f(x_i)⟩``,
@@ -57,7 +59,41 @@ __all__ = [
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that determines a training run (recorded in ``meta.json``)."""
+    """Everything that determines a training run (recorded in ``meta.json``).
+
+    Attributes
+    ----------
+    arch, arch_kwargs
+        Registered architecture (:func:`~clt_gen.models.build_model`) and its options.
+    dataset, data_dir, dataset_params
+        Registered dataset (:func:`~clt_gen.data.load_dataset`), where its files are, and
+        its options.
+    data : DataConfig
+        Subset, label corruption and split fractions.
+    omega, alpha
+        The Fenchel–Young loss (``alpha`` for ``tsallis``).
+    epochs, batch_size, lr, optimizer, momentum, weight_decay, schedule
+        The optimizer and its cosine or constant schedule.
+    dropout, label_smoothing, augment
+        Regularizers of the run.
+    early_stopping : int or None
+        Stop after this many epochs without a better validation risk.
+    two_phase : float or None
+        Train only the last layer after this fraction of the epochs (KKB's option).
+    random_state : int
+        Seeds the initialization, the batch order and the augmentation.
+    device : {"auto", "cpu", "cuda"}
+    probe_every : int
+        Record trainability diagnostics every this many steps (0: never).
+    progress : bool
+        Show progress bars.
+
+    Examples
+    --------
+    >>> cfg = TrainConfig(arch="mlp", epochs=1, random_state=3)
+    >>> cfg.to_dict()["random_state"]
+    3
+    """
 
     arch: str = "lenet"
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -79,12 +115,13 @@ class TrainConfig:
     schedule: Literal["cosine", "constant"] = "cosine"
     early_stopping: int | None = None
     two_phase: float | None = None
-    seed: int = 0
+    random_state: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     probe_every: int = 0
     progress: bool = True
 
     def __post_init__(self) -> None:
+        """Check every field; raise :class:`ValidationError` naming the bad one."""
         if self.epochs < 1:
             raise ValidationError(f"epochs must be an int >= 1 (got {self.epochs})")
         if self.batch_size < 1:
@@ -111,11 +148,13 @@ class TrainConfig:
         get_regularizer(self.omega, **({"alpha": self.alpha} if self.omega == "tsallis" else {}))
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the configuration as plain JSON types."""
         d = asdict(self)
         d["data"] = self.data.to_dict()
         return d
 
     def regularizer(self) -> Any:
+        """Return the :class:`~clt_gen.duality.Regularizer` of ``loss``."""
         return get_regularizer(
             self.omega, **({"alpha": self.alpha} if self.omega == "tsallis" else {})
         )
@@ -127,6 +166,8 @@ class TrainingDivergedError(RuntimeError):
 
 @dataclass
 class TrainResult:
+    """What :func:`train` returns: the checkpoint directory, final metrics and metadata."""
+
     path: pathlib.Path
     metrics: dict[str, float]
     meta: dict[str, Any]
@@ -226,7 +267,7 @@ def _meta_base(cfg: TrainConfig, splits: Splits, device: torch.device) -> dict[s
 def _setup(
     cfg: TrainConfig, out: pathlib.Path, splits: Splits | None, callbacks: Sequence[Callback]
 ) -> _Run:
-    """Data, model (seeded), mixed precision and callbacks of a run."""
+    """Return the data, model (seeded), mixed precision and callbacks of a run."""
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     if splits is None:
@@ -234,7 +275,7 @@ def _setup(
         splits = make_splits(ds, cfg.data)
     (out / "metrics.jsonl").unlink(missing_ok=True)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.random_state)
         model = build_model(
             cfg.arch, tuple(splits.x["train"].shape[1:]), splits.n_classes, **_arch_kwargs(cfg)
         )
@@ -250,7 +291,7 @@ def _setup(
         device=device,
         amp_dtype=amp_dtype,
         scaler=torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16),
-        gen=torch.Generator().manual_seed(cfg.seed + 1),
+        gen=torch.Generator().manual_seed(cfg.random_state + 1),
         meta_base=_meta_base(cfg, splits, device),
         callbacks=list(callbacks),
     )

@@ -1,5 +1,7 @@
-"""Input checks at the public boundary: each message names the parameter, the rule,
-the value received and the fix."""
+"""Input checks at the public boundary.
+
+Each message names the parameter, the rule, the value received and the fix.
+"""
 
 from __future__ import annotations
 
@@ -85,7 +87,7 @@ def check_labels(y: Any, n_samples: int, n_classes: int | None = None) -> tuple[
 
 
 def check_int(name: str, value: Any, *, low: int, high: int | None = None, hint: str = "") -> int:
-    """An integer in ``[low, high)``."""
+    """Return an integer in ``[low, high)``."""
     ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
     if ok and value >= low and (high is None or value < high):
         return int(value)
@@ -96,7 +98,7 @@ def check_int(name: str, value: Any, *, low: int, high: int | None = None, hint:
 def check_float(
     name: str, value: Any, *, low: float, high: float, inclusive: bool = False
 ) -> float:
-    """A float in ``(low, high)`` (or ``[low, high]`` when ``inclusive``)."""
+    """Return a float in ``(low, high)`` (or ``[low, high]`` when ``inclusive``)."""
     ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
     if ok and np.isfinite(value):
         inside = low <= value <= high if inclusive else low < value < high
@@ -109,7 +111,7 @@ def check_float(
 
 
 def rng(random_state: Any) -> np.random.Generator:
-    """A NumPy generator from ``None``, an int, or a generator."""
+    """Return a NumPy generator from ``None``, an int, or a generator."""
     if isinstance(random_state, np.random.Generator):
         return random_state
     if random_state is None or (

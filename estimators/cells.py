@@ -24,7 +24,7 @@ __all__ = ["kmeans_cells", "cell_counts"]
 
 
 def kmeans_cells(z: np.ndarray, n_cells: int, rng: np.random.Generator) -> Any:
-    """A k-means quantizer with ``n_cells`` cells fitted on ``z`` (3 seeded restarts).
+    """Return a k-means quantizer with ``n_cells`` cells fitted on ``z`` (3 seeded restarts).
 
     Parameters
     ----------

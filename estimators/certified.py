@@ -332,6 +332,16 @@ def dpi_profile(bounds: Sequence[float]) -> list[float]:
     ``H(Y|Z_l) <= H(Y|Z_{l'})`` for ``l' >= l``, so every later bound also bounds layer
     ``l``. The profile never decreases with depth and is never above any single bound.
 
+    Parameters
+    ----------
+    bounds : sequence of float
+        ``U_l`` for layers in forward order.
+
+    Returns
+    -------
+    list of float
+        ``U*_l``, same length and order.
+
     Examples
     --------
     >>> dpi_profile([0.5, 0.3, 0.4, 0.6])
@@ -360,7 +370,7 @@ def estimate_and_bound(
     confidence: float = 0.95,
     n_bootstrap: int = 200,
 ) -> tuple[Any, UpperBound, np.ndarray]:
-    """The ``auto`` point estimate and the certified bound from **one** cross-fit.
+    """Return the ``auto`` point estimate and the certified bound from **one** cross-fit.
 
     Same folds, same selected heads: the estimate is the debiased held-out score (see
     ``method="auto"`` of :func:`estimators.conditional_entropy`), the bound is

@@ -271,6 +271,28 @@ def entropy(
 ) -> Estimate:
     """Plug-in generalized entropy ``H_Ω(Y)`` of the label marginal.
 
+    Parameters
+    ----------
+    y : array-like of shape (n_samples,)
+        Integer labels.
+    omega : str
+        A registered regularizer name (:data:`estimators.OMEGAS`).
+    alpha : float
+        ``tsallis`` only: the entropic index.
+    n_classes : int, optional
+        ``K`` (by default ``max(y) + 1``).
+    random_state : None, int or Generator
+        Seeds the bootstrap.
+    confidence : float
+        Level of the bootstrap interval.
+    n_bootstrap : int
+        Resamples (0: no interval).
+
+    Returns
+    -------
+    Estimate
+        Method ``plugin``, in nats for ``shannon``.
+
     Examples
     --------
     >>> import numpy as np
@@ -307,6 +329,24 @@ def mutual_information(
     """``I_Ω(Z;Y) = H_Ω(Y) − H_Ω(Y|Z)`` (Shannon mutual information for ``shannon``).
 
     The bootstrap resamples ``H_Ω(Y)`` and ``H_Ω(Y|Z)`` together.
+
+    Parameters
+    ----------
+    z : array-like of shape (n_samples, n_features)
+        Features or discrete codes.
+    y : array-like of shape (n_samples,)
+        Integer labels.
+    omega, alpha, n_classes
+        The regularizer (``alpha`` for ``tsallis``) and ``K`` (default ``max(y) + 1``).
+    method, **method_params
+        Estimator and its options (``auto`` by default; see :func:`conditional_entropy`).
+    random_state, confidence, n_bootstrap
+        Seed of the cross-fitting split and bootstrap, interval level, resamples (0: none).
+
+    Returns
+    -------
+    Estimate
+        ``I_Ω(Z;Y)``, in nats for ``shannon``.
 
     Examples
     --------
@@ -353,6 +393,26 @@ def information_loss(
     every bootstrap resample is applied to both, so the interval is that of the
     difference. ``Δ >= 0`` in truth when ``Z_after`` is a function of ``Z_before``; the
     flag ``dpi_violation`` is set when the whole interval lies below zero.
+
+    Parameters
+    ----------
+    z_before : array-like of shape (n_samples, n_features_before)
+        Features (or codes) of the earlier layer.
+    z_after : array-like of shape (n_samples, n_features_after)
+        Features of the later layer, same samples.
+    y : array-like of shape (n_samples,)
+        Integer labels.
+    omega, alpha, n_classes
+        The regularizer (``alpha`` for ``tsallis``) and ``K`` (default ``max(y) + 1``).
+    method, **method_params
+        Estimator and its options (``auto`` by default; see :func:`conditional_entropy`).
+    random_state, confidence, n_bootstrap
+        Seed of the cross-fitting split and bootstrap, interval level, resamples (0: none).
+
+    Returns
+    -------
+    Estimate
+        ``Δ`` with its paired interval; flag ``dpi_violation`` when it lies below zero.
 
     Examples
     --------
@@ -413,6 +473,27 @@ def paired_difference(
     ``random_state`` so that samples and folds coincide). The estimate is the mean
     difference, with a paired bootstrap interval; ``dpi_violation`` is set when the whole
     interval lies below zero.
+
+    Parameters
+    ----------
+    terms_after, terms_before : array-like of shape (n_samples,)
+        Per-sample terms of the later and the earlier layer.
+    omega : str
+    n_classes : int
+        ``K``; the interval is clipped to ``[−H_max, H_max]``.
+    alpha : float
+        ``tsallis`` only.
+    random_state : None, int or Generator
+        Seeds the bootstrap.
+    confidence : float
+        Level of the bootstrap interval.
+    n_bootstrap : int
+        Resamples (0: no interval).
+
+    Returns
+    -------
+    Estimate
+        Method ``paired``; flag ``dpi_violation`` when the interval lies below zero.
 
     Examples
     --------

@@ -147,9 +147,12 @@ def _standardizer(z: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _feature_map(z: np.ndarray, features: str) -> Callable[[np.ndarray], np.ndarray]:
-    """``standard``: centre and scale each feature; ``quantile``: map each feature through
+    """Return the feature map ``features`` fitted on ``z``.
+
+    ``standard``: centre and scale each feature; ``quantile``: map each feature through
     its empirical CDF to a standard normal (undoes any monotone warp of a coordinate,
-    e.g. heavy tails or saturations), then standardize."""
+    e.g. heavy tails or saturations), then standardize.
+    """
     if features == "standard":
         return _standardizer(z)
     if features == "none":
@@ -169,8 +172,10 @@ def _fit_prior(z: np.ndarray, y: np.ndarray, k: int, **_: Any) -> Predictor:
 
 
 def _fit_scores(z: np.ndarray, y: np.ndarray, k: int, **_: Any) -> Predictor:
-    """The features are class scores (a logits layer): ``q = softmax(z)``, nothing fitted
-    but the temperature. Applies only when ``n_features == n_classes``."""
+    """Read the features as class scores (a logits layer): ``q = softmax(z)``.
+
+    Nothing is fitted but the temperature. Applies only when ``n_features == n_classes``.
+    """
     return lambda x: _log_normalize(np.asarray(x, dtype=np.float64))
 
 
@@ -185,8 +190,10 @@ def _fit_logistic(
     max_iter: int = 50,
     **_: Any,
 ) -> Predictor:
-    """Multinomial logistic regression, ``min_W  C Σ_i CE_i + ½‖W‖²`` (scikit-learn's
-    convention; the intercept is not penalized), by L-BFGS on the exact gradient.
+    """Fit a multinomial logistic regression by L-BFGS on the exact gradient.
+
+    The objective is ``min_W  C Σ_i CE_i + ½‖W‖²`` (scikit-learn's convention; the
+    intercept is not penalized).
 
     Classes absent from ``y`` get a Laplace-sized share of the probability.
     """
@@ -388,7 +395,7 @@ DEFAULT_HEADS: tuple[str, ...] = ("prior", "scores", "logistic", "gaussian", "kn
 def _candidates(
     heads: Sequence[str], n_fit: int, n_features: int, n_classes: int = 0
 ) -> list[tuple[str, dict[str, Any]]]:
-    """The grid of (head, hyper-parameters) tried on the inner split."""
+    """Return the grid of (head, hyper-parameters) tried on the inner split."""
     out: list[tuple[str, dict[str, Any]]] = []
     for name in heads:
         if name not in HEADS:
@@ -450,8 +457,11 @@ def _score_candidate(
     eps: float,
     calibrate: bool,
 ) -> tuple[float, dict[str, Any], float]:
-    """Fit one candidate on the inner training part; its (calibrated) validation score,
-    its hyperparameters (the MLP's early-stopped epoch count included) and temperature."""
+    """Fit one candidate on the inner training part and score it on the inner validation part.
+
+    Returns its (calibrated) validation score, its hyperparameters (the MLP's
+    early-stopped epoch count included) and temperature.
+    """
     z_tr, z_va, y_tr, y_va = data
     record: dict[str, Any] = {}
     extra = {"z_val": z_va, "y_val": y_va, "record": record} if name == "mlp" else {}
@@ -529,7 +539,7 @@ def select_head(
     _, name, hp, temp = best
 
     def fit_same(z_new: np.ndarray, y_new: np.ndarray) -> Predictor:
-        """The chosen head and temperature, fitted on other data."""
+        """Return the chosen head and temperature, fitted on other data."""
         pred = HEADS[name](z_new, y_new, n_classes, random_state=seed, **hp)
         return lambda x: _log_normalize(pred(x) / temp)
 

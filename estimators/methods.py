@@ -1,5 +1,7 @@
-"""The estimation methods. Each returns a :class:`Statistic`: a function of bootstrap
-weights (one non-negative weight per sample) whose value at unit weights is the estimate.
+"""The estimation methods.
+
+Each returns a :class:`Statistic`: a function of bootstrap weights (one non-negative
+weight per sample) whose value at unit weights is the estimate.
 
 Methods whose estimate is a mean of per-sample terms (``knn``, ``ksg``, ``gaussian``,
 ``probe``) give those terms; count-based methods (``plugin``, ``quantized``) recompute
@@ -36,6 +38,7 @@ class Statistic:
     flags: tuple[str, ...] = ()
 
     def __call__(self, weights: np.ndarray) -> float:
+        """Return the statistic's value at the bootstrap ``weights``."""
         if self.terms is not None:
             return float(np.dot(weights, self.terms) / weights.sum())
         assert self.func is not None
@@ -56,7 +59,7 @@ class Statistic:
 
 
 def two_folds(n_samples: int, rng: np.random.Generator) -> np.ndarray:
-    """A random split into two halves: fold index (0 or 1) per sample."""
+    """Return a random split into two halves: fold index (0 or 1) per sample."""
     fold = np.zeros(n_samples, dtype=np.int64)
     fold[rng.permutation(n_samples)[n_samples // 2 :]] = 1
     return fold
@@ -413,8 +416,11 @@ def auto(
 
 
 def auto_statistic(fit: Any, *, eps: float) -> Statistic:
-    """The ``auto`` terms of a :class:`~estimators.heads.CrossFit`: debiased when the
-    learning curve applies, otherwise the plain held-out scores flagged ``upper_estimate``."""
+    """Return the ``auto`` terms of a :class:`~estimators.heads.CrossFit`.
+
+    Debiased when the learning curve applies, otherwise the plain held-out scores flagged
+    ``upper_estimate``.
+    """
     from estimators.heads import debiased_terms
 
     terms, applied = debiased_terms(fit)

@@ -172,7 +172,7 @@ def knn_search(
     refine: int = 4,
     backend: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` nearest rows of ``data`` for each row of ``queries``.
+    """Return the ``k`` nearest rows of ``data`` for each row of ``queries``.
 
     Parameters
     ----------
@@ -203,6 +203,14 @@ def knn_search(
         Squared Euclidean distances (float64), ascending; ties by index.
     indices : ndarray of shape (n_queries, k)
         Row indices into ``data``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> data = np.array([[0.0], [1.0], [3.0]])
+    >>> d2, idx = knn_search(np.array([[0.9]]), data, 2)
+    >>> idx.tolist(), np.round(d2, 6).tolist()
+    ([[1, 0]], [[0.01, 0.81]])
     """
     limit = len(data) - 1 if exclude_self else len(data)
     if not (isinstance(k, (int, np.integer)) and 1 <= k <= limit):

@@ -39,7 +39,7 @@ def manifest(out: str) -> dict:
             "batch_size": 64,
             "optimizer": "adamw",
             "lr": 3e-3,
-            "data": {"seed": 0, "val_fraction": 0.1},
+            "data": {"random_state": 0, "val_fraction": 0.1},
         },
         "grid": {
             "arch": ["model-a", "model-b"],
@@ -47,7 +47,7 @@ def manifest(out: str) -> dict:
             "arch_kwargs.w": [32, 128],
             "weight_decay": [0.0, 1e-2],
             "data.random_labels": [0.0, 0.2, 0.5],
-            "seed": [0, 1, 2],
+            "random_state": [0, 1, 2],
         },
         "evaluate": {
             "n_bootstrap": 50,

@@ -186,7 +186,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     ds = load_dataset(args.data, data_dir=args.data_dir)
     splits = make_splits(
-        ds, DataConfig(subset=args.subset or None, val_fraction=0.0, seed=args.seed)
+        ds, DataConfig(subset=args.subset or None, val_fraction=0.0, random_state=args.seed)
     )
     result = {
         "config": vars(args),

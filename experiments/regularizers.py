@@ -35,8 +35,8 @@ def configs(data: str, data_dir: str | None, arch: str, subset: int, epochs: int
         "batch_size": 64,
         "optimizer": "sgd",
         "lr": 0.02,
-        "seed": 0,
-        "data": {"subset": subset, "seed": 0, "val_fraction": 0.1},
+        "random_state": 0,
+        "data": {"subset": subset, "random_state": 0, "val_fraction": 0.1},
     }
     variants = {
         "baseline": {},
@@ -49,15 +49,15 @@ def configs(data: str, data_dir: str | None, arch: str, subset: int, epochs: int
         "early_stopping": {"early_stopping": 2, "epochs": 3 * epochs},
         "model-c k=1": {"arch": "model-c", "arch_kwargs": {"k": 1, "w": 32}},
         "model-c k=3": {"arch": "model-c", "arch_kwargs": {"k": 3, "w": 32}},
-        "train size /4": {"data": {"subset": subset // 4, "seed": 0, "val_fraction": 0.1}},
+        "train size /4": {"data": {"subset": subset // 4, "random_state": 0, "val_fraction": 0.1}},
         "random labels 0.2": {
-            "data": {"subset": subset, "seed": 0, "val_fraction": 0.1, "random_labels": 0.2}
+            "data": {"subset": subset, "random_state": 0, "val_fraction": 0.1, "random_labels": 0.2}
         },
         "random labels 0.5": {
-            "data": {"subset": subset, "seed": 0, "val_fraction": 0.1, "random_labels": 0.5}
+            "data": {"subset": subset, "random_state": 0, "val_fraction": 0.1, "random_labels": 0.5}
         },
         "random labels 1.0": {
-            "data": {"subset": subset, "seed": 0, "val_fraction": 0.1, "random_labels": 1.0}
+            "data": {"subset": subset, "random_state": 0, "val_fraction": 0.1, "random_labels": 1.0}
         },
         "two-phase 0.5": {"two_phase": 0.5},
     }

@@ -168,3 +168,69 @@ def test_bounds_and_estimators_do_not_import_torch():
         code = f"import sys, {module}; print('torch' in sys.modules)"
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert out.stdout.strip() == "False", f"import {module} loads torch: {out.stderr}"
+
+
+# Classes users build or receive directly carry an example too; the result records
+# inside a Report (rows, estimates, bounds) are shown by the Report's own example.
+ENTRY_CLASSES = {"Report", "EvaluateConfig", "TrainConfig", "DataConfig"}
+
+
+def _sections(doc: str) -> set[str]:
+    lines = doc.splitlines()
+    return {
+        a.strip()
+        for a, b in zip(lines, lines[1:], strict=False)
+        if b.strip() and set(b.strip()) == {"-"} and len(b.strip()) == len(a.strip())
+    }
+
+
+def _public_objects():
+    import inspect
+
+    for package in ("clt_gen", "estimators"):
+        mod = importlib.import_module(package)
+        for name in mod.__all__:
+            obj = getattr(mod, name)
+            if name.startswith("__") or not (inspect.isclass(obj) or inspect.isfunction(obj)):
+                continue
+            if inspect.isclass(obj) and issubclass(obj, Exception):
+                continue
+            yield f"{package}.{name}", obj
+
+
+def test_public_api_has_numpy_docstrings():
+    import inspect
+
+    missing = []
+    for qualname, obj in _public_objects():
+        doc = inspect.getdoc(obj) or ""
+        have = _sections(doc)
+        want = set()
+        if inspect.isfunction(obj):
+            params = [p for p in inspect.signature(obj).parameters if p != "self"]
+            want |= {"Parameters"} if params else set()
+            want |= {"Returns", "Examples"}
+        else:
+            fields = getattr(obj, "__dataclass_fields__", {})
+            if fields and not have & {"Attributes", "Parameters"}:
+                want.add("Attributes")
+            if obj.__name__ in ENTRY_CLASSES:
+                want.add("Examples")
+        if want - have:
+            missing.append(f"{qualname}: {sorted(want - have)}")
+    assert not missing, "public callables without numpydoc sections:\n" + "\n".join(missing)
+
+
+def test_rendering_leaves_matplotlib_global_state_alone():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, matplotlib; matplotlib.use('svg')\n"
+        "from clt_gen.render import render_html\n"
+        "from clt_gen.report import example_report_dict\n"
+        "assert '<img' in render_html(example_report_dict())\n"
+        "assert matplotlib.get_backend() == 'svg', matplotlib.get_backend()\n"
+        "assert 'matplotlib.pyplot' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -28,3 +28,12 @@ def test_your_model_examples_run(tmp_path, monkeypatch):
     graph = namespace["graph_report"]
     assert [row.name for row in graph.layers] == ["add", "flatten", "head"]
     assert namespace["report"].risks.check_error is not None
+
+
+def test_api_page_is_generated_from_all():
+    import runpy
+
+    render = runpy.run_path(str(ROOT / "docs" / "gen_api.py"))["render"]
+    assert (ROOT / "docs" / "api.md").read_text() == render(), (
+        "docs/api.md is out of date with __all__: run python docs/gen_api.py"
+    )

@@ -161,3 +161,13 @@ def test_distance_margin_flatness_alpha():
     assert flat > 0 and np.isfinite(flat)
     alpha = powerlaw_alpha(net)
     assert 1.0 < alpha < 20.0
+
+
+def test_manifests_and_checkpoints_written_with_seed_still_load():
+    from clt_gen.data import DataConfig
+    from clt_gen.sweep import _train_config
+
+    cfg = _train_config({"arch": "mlp", "seed": 5, "data": {"seed": 7, "subset": 100}})
+    assert cfg.random_state == 5 and cfg.data.random_state == 7 and cfg.data.subset == 100
+    assert DataConfig.from_dict({"seed": 2}) == DataConfig(random_state=2)
+    assert DataConfig.from_dict(DataConfig(random_state=4).to_dict()) == DataConfig(random_state=4)

@@ -201,10 +201,10 @@ def test_cifar_batches_load_without_running_code(tmp_path):
 
 def test_transforms_are_seeded_and_duplicates_conflict():
     ds = load_dataset("mixture", n_samples=300, n_features=4, n_classes=3)
-    cfg = DataConfig(duplicate_fraction=0.2, label_noise=0.1, seed=3, val_fraction=0.0)
+    cfg = DataConfig(duplicate_fraction=0.2, label_noise=0.1, random_state=3, val_fraction=0.0)
     a, b = make_splits(ds, cfg), make_splits(ds, cfg)
     assert a.fingerprint() == b.fingerprint()
-    assert make_splits(ds, DataConfig(seed=4)).fingerprint() != a.fingerprint()
+    assert make_splits(ds, DataConfig(random_state=4)).fingerprint() != a.fingerprint()
     x, y = a.x["train"].numpy(), a.y["train"].numpy()
     assert len(y) == 360
     _, inv, counts = np.unique(x, axis=0, return_inverse=True, return_counts=True)
