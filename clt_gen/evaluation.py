@@ -39,6 +39,7 @@ import logging
 import os
 import pathlib
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -740,6 +741,17 @@ def _pipeline(
 
 
 def _check_sizes_after(passes: Passes, cfg: EvaluateConfig) -> None:
+    """Refuse held-out splits too small to certify; warn about classes no label uses."""
+    k = passes.train.scores.shape[1]
+    used = max(int(p.labels.max()) for p in (passes.train, passes.certify, passes.check)) + 1
+    if used < k:
+        warnings.warn(
+            f"the model has {k} outputs but the labels use only classes 0..{used - 1}; "
+            f"entropies and risks are over all {k} classes (is this the model trained on "
+            "this data? if so, ignore this warning)",
+            UserWarning,
+            stacklevel=3,
+        )
     for split in ("certify", "check"):
         n = getattr(passes, split).n_rows
         if n < cfg.min_heldout:

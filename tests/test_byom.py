@@ -183,6 +183,13 @@ def test_bad_input_is_named_before_any_pass(cnn):
         clt_gen.evaluate(cnn, train, test, method="knnn", **FAST)
 
 
+def test_more_outputs_than_label_classes_warns():
+    net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 5))
+    with pytest.warns(UserWarning, match=r"5 outputs but the labels use only classes 0\.\.2"):
+        rep = clt_gen.evaluate(net, _vectors(200, 0), _vectors(100, 1), **FAST)
+    assert rep.risks.check_error is not None
+
+
 def test_bad_input_shape_message_names_shapes():
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(144, 3))
     with pytest.raises(DataError) as exc:
