@@ -6,6 +6,7 @@ A manifest is a TOML file::
     out = "runs/my-sweep"        # where job directories go
     evaluate = true              # evaluate each trained checkpoint
     measures = true              # classic generalization measures too
+    measure_samples = 2000       # training rows the data-dependent measures read (the first)
 
     [train]                      # TrainConfig fields shared by every job
     arch = "model-a"
@@ -49,11 +50,28 @@ from tqdm.auto import tqdm
 
 from clt_gen.checkpoints import atomic_write_text, load_checkpoint
 from clt_gen.data import DataConfig, renamed_keys
-from clt_gen.errors import ValidationError
+from clt_gen.errors import ValidationError, unknown_name_error
 from clt_gen.evaluation import EvaluateConfig, evaluate
 from clt_gen.training import TrainConfig, train
 
 __all__ = ["load_manifest", "expand_grid", "job_id", "run_job", "run_sweep", "collect"]
+
+
+MEASURE_SAMPLES = 2000  # default training rows read by the data-dependent measures
+SWEEP_KEYS = ("out", "evaluate", "measures", "measure_samples")
+
+
+def _check_sweep_section(section: dict[str, Any]) -> None:
+    """Refuse unknown ``[sweep]`` keys (with the closest match) and bad row counts."""
+    for key in section:
+        if key not in SWEEP_KEYS:
+            raise unknown_name_error("[sweep] key", key, SWEEP_KEYS)
+    n = section.get("measure_samples", MEASURE_SAMPLES)
+    if not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
+        raise ValidationError(
+            f"[sweep] measure_samples must be an int >= 1 (got {n!r}); it is the number of "
+            "training rows the data-dependent measures read"
+        )
 
 
 def load_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -94,6 +112,7 @@ def load_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"manifest sections must be sweep, train, grid, evaluate (unknown: {sorted(unknown)})"
         )
     manifest.setdefault("sweep", {}).setdefault("out", str(p.with_suffix("")))
+    _check_sweep_section(manifest["sweep"])
     return manifest
 
 
@@ -170,13 +189,15 @@ def run_job(job: dict[str, Any], out_root: str, threads: int | None = None) -> d
         report = evaluate(EvaluateConfig(checkpoint=str(ckpt), out=str(jdir / "eval"), **ev))
         record["report"] = report.to_dict()
     if job.get("sweep", {}).get("measures", False):
-        record["measures"] = _measures(ck, cfg)
+        n_rows = int(job["sweep"].get("measure_samples", MEASURE_SAMPLES))
+        record["measures"] = _measures(ck, cfg, n_rows)
+        record["measures_data"] = {"split": "train", "rows": "first", "max_samples": n_rows}
     record["seconds"] = time.perf_counter() - t0
     atomic_write_text(result_path, json.dumps(record, default=float))
     return record
 
 
-def _measures(ck: Any, cfg: TrainConfig) -> dict[str, Any]:
+def _measures(ck: Any, cfg: TrainConfig, n_rows: int) -> dict[str, Any]:
     import torch
 
     from clt_gen.data import load_dataset, make_splits
@@ -194,7 +215,7 @@ def _measures(ck: Any, cfg: TrainConfig) -> dict[str, Any]:
             ck.meta["n_classes"],
             **ck.meta.get("arch_kwargs", {}),
         )
-    x, y = splits.x["train"][:2000], splits.y["train"][:2000]
+    x, y = splits.x["train"][:n_rows], splits.y["train"][:n_rows]
     return all_measures(ck.model, init, x, y, tuple(ck.meta["input_shape"]))
 
 

@@ -171,3 +171,20 @@ def test_manifests_and_checkpoints_written_with_seed_still_load():
     assert cfg.random_state == 5 and cfg.data.random_state == 7 and cfg.data.subset == 100
     assert DataConfig.from_dict({"seed": 2}) == DataConfig(random_state=2)
     assert DataConfig.from_dict(DataConfig(random_state=4).to_dict()) == DataConfig(random_state=4)
+
+
+def test_sweep_section_is_checked_and_measure_rows_recorded(tmp_path):
+    path = tmp_path / "m.toml"
+    path.write_text('[sweep]\nmeasure_sample = 10\n[train]\narch = "mlp"\n')
+    with pytest.raises(ValidationError, match="did you mean 'measure_samples'"):
+        load_manifest(path)
+    path.write_text('[sweep]\nmeasure_samples = 0\n[train]\narch = "mlp"\n')
+    with pytest.raises(ValidationError, match="measure_samples must be an int >= 1"):
+        load_manifest(path)
+    path.write_text(
+        '[sweep]\nevaluate = false\nmeasures = true\nmeasure_samples = 64\n'
+        '[train]\narch = "mlp"\nepochs = 1\n'
+    )
+    (record,) = run_sweep(load_manifest(path), progress=False)
+    assert record["measures_data"] == {"split": "train", "rows": "first", "max_samples": 64}
+    assert record["measures"]["param_norm"] > 0
