@@ -120,19 +120,30 @@ def _bounds_figure(report: dict[str, Any]) -> list[tuple[str, str]]:
         fig, ax = new_figure((7, 0.38 * len(bounds) + 1.2))
         for i, b in enumerate(bounds):
             color = "#2ca02c" if b["held"] else "#d62728"
+            estimate = b.get("kind") == "estimate"  # hollow marker, dashed: not a guarantee
             ax.plot(
                 [b["value"]],
                 [i],
-                marker="|" if b["side"] == "upper" else "|",
+                marker="|",
                 markersize=16,
-                color=color,
+                color="#7f7f7f" if estimate else color,
                 mew=3,
             )
             ax.plot([b["checked_value"]], [i], "ko", markersize=4)
-            ax.plot([b["value"], b["checked_value"]], [i, i], color=color, lw=1)
+            ax.plot(
+                [b["value"], b["checked_value"]],
+                [i, i],
+                color="#7f7f7f" if estimate else color,
+                lw=1,
+                ls="--" if estimate else "-",
+            )
         ax.set_yticks(
             range(len(bounds)),
-            [f"{b['name']} ({b['quantity']}, {b['side']})" for b in bounds],
+            [
+                f"{b['name']} ({b['quantity']}, {b['side']}"
+                + (", ESTIMATE)" if b.get("kind") == "estimate" else ")")
+                for b in bounds
+            ],
             fontsize=8,
         )
         ax.set_xscale("symlog", linthresh=0.05)
@@ -142,7 +153,7 @@ def _bounds_figure(report: dict[str, Any]) -> list[tuple[str, str]]:
         ax.set_xlabel(
             "certified value (bar) and value checked on held-out data (dot); symlog scale"
         )
-        ax.set_title("Each bound against its checked value (green: held)")
+        ax.set_title("Each bound against its checked value (green: held; grey: an estimate)")
         ax.invert_yaxis()
         figs.append(("Bounds checked", plot_png(fig)))
     return figs
@@ -282,6 +293,14 @@ def render_html(report: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def _kind_label(bound: dict[str, Any]) -> str:
+    """``cert δ=0.05`` for probabilistic bounds, else the kind (``deterministic``, ``estimate``)."""
+    kind = bound.get("kind")
+    if kind == "probabilistic":
+        return f"cert δ={bound.get('delta', float('nan')):g}"
+    return str(kind)
+
+
 def summary_table(report: dict[str, Any]) -> str:
     """Return a short terminal table: risks, floor, per-layer entropies, bounds."""
     r, f = report["risks"], report["floor"]
@@ -303,8 +322,11 @@ def summary_table(report: dict[str, Any]) -> str:
             f"{up.get('profile', float('nan')):>9.4f}{loss:>11.4f}"
             + ("  " + ",".join(row["flags"]) if row["flags"] else "")
         )
-    lines.append(f"{'bound':<44}{'value':>9}{'checked':>9}  held")
+    lines.append(f"{'bound':<40}{'kind':<14}{'value':>9}{'checked':>9}  held")
     for b in report["bounds"]:
         checked = b["checked_value"] if b["checked_value"] is not None else float("nan")
-        lines.append(f"{b['name'][:43]:<44}{b['value']:>9.4f}{checked:>9.4f}  {b['held']}")
+        lines.append(
+            f"{b['name'][:39]:<40}{_kind_label(b):<14}{b['value']:>9.4f}{checked:>9.4f}  "
+            f"{b['held']}"
+        )
     return "\n".join(lines)

@@ -371,3 +371,18 @@ def test_measures_and_evaluation_restore_each_module_mode():
     pacbayes_flatness(net, x, y, n_draws=1)
     evaluate_split(net, x, y, get_regularizer("shannon"), 0.0, torch.device("cpu"))
     assert [m.training for m in net.modules()] == before
+
+
+def test_terminal_and_plot_tables_say_which_numbers_are_estimates():
+    from clt_gen.render import summary_table
+    from clt_gen.report import Report, example_report_dict
+
+    d = Report.from_dict(example_report_dict()).to_dict()
+    d["bounds"] = [
+        {**d["bounds"][0], "name": "risk_lower_entropy", "kind": "estimate", "delta": None},
+        {**d["bounds"][0], "name": "validation_binomial", "kind": "probabilistic", "delta": 0.05},
+    ]
+    rows = {line.split()[0]: line for line in summary_table(d).splitlines()}
+    assert rows["bound"].split()[1] == "kind"
+    assert rows["risk_lower_entropy"].split()[1] == "estimate"
+    assert "cert δ=0.05" in rows["validation_binomial"]
