@@ -34,6 +34,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from estimators.entropies import generalized_entropy, max_entropy
 from estimators.errors import ValidationError, unknown_name_error
 
 __all__ = [
@@ -295,9 +296,6 @@ class Regularizer(ABC):
     def _conjugate_value(self, nu: torch.Tensor) -> torch.Tensor:
         return _ConjugateFunction.apply(nu, self)
 
-    @abstractmethod
-    def _entropy_value(self, p: torch.Tensor) -> torch.Tensor: ...
-
     def _centred(self, nu: torch.Tensor) -> torch.Tensor:
         """Scores minus their (detached) maximum when ``dom Ω`` is the simplex.
 
@@ -392,15 +390,20 @@ class Regularizer(ABC):
         return _finish(torch.clamp(self._target_loss_value(m, n), min=0.0), was_numpy)
 
     def entropy(self, p: ArrayLike) -> ArrayLike:
-        """Generalized entropy ``H_Ω(p) = Σ_y p_y Ω(e_y) - Ω(p)`` (Bayes risk of ``p``)."""
+        """Generalized entropy ``H_Ω(p) = Σ_y p_y Ω(e_y) - Ω(p)`` (Bayes risk of ``p``).
+
+        Computed by :func:`estimators.generalized_entropy`, the project's one ``H_Ω``
+        (NumPy, float64); a tensor comes back as a tensor of its dtype and device, without
+        gradient (no loss or training step differentiates ``H_Ω``).
+        """
         (t,), was_numpy = _as_tensors(p)
         _check_last_dim("p", t)
-        return _finish(self._entropy_value(t), was_numpy)
+        h = generalized_entropy(t.detach().cpu().double().numpy(), omega=self.name, **self.params)
+        return h if was_numpy else torch.as_tensor(h, dtype=t.dtype, device=t.device)
 
     def max_entropy(self, n_classes: int) -> float:
         """``H_Ω`` of the uniform distribution on ``n_classes`` labels (its maximum)."""
-        u = torch.full((n_classes,), 1.0 / n_classes, dtype=torch.float64)
-        return float(self._entropy_value(u))
+        return max_entropy(n_classes, omega=self.name, **self.params)
 
 
 class Shannon(Regularizer):
@@ -428,9 +431,6 @@ class Shannon(Regularizer):
 
     def _conjugate_value(self, nu: torch.Tensor) -> torch.Tensor:
         return torch.logsumexp(nu, dim=-1)
-
-    def _entropy_value(self, p: torch.Tensor) -> torch.Tensor:
-        return -torch.special.xlogy(p, p).sum(-1)
 
     def _loss_value(self, mu: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
         # KL(mu || softmax nu) written with log_softmax for stability.
@@ -465,9 +465,6 @@ class Squared(Regularizer):
     def _conjugate_value(self, nu: torch.Tensor) -> torch.Tensor:
         return 0.5 * (nu * nu).sum(-1)
 
-    def _entropy_value(self, p: torch.Tensor) -> torch.Tensor:
-        return 0.5 * (1.0 - (p * p).sum(-1))
-
     def _loss_value(self, mu: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
         d = mu - nu
         return 0.5 * (d * d).sum(-1)
@@ -497,9 +494,6 @@ class Sparsemax(Regularizer):
 
     def _link_value(self, nu: torch.Tensor) -> torch.Tensor:
         return _EntmaxFunction.apply(nu, 2.0)
-
-    def _entropy_value(self, p: torch.Tensor) -> torch.Tensor:
-        return 0.5 * (1.0 - (p * p).sum(-1))
 
     def vertex_value(self) -> float:
         """Return ``Ω`` at a vertex of the simplex (its maximum over ``Δ_K``)."""
@@ -541,10 +535,6 @@ class Tsallis(Regularizer):
 
     def _link_value(self, nu: torch.Tensor) -> torch.Tensor:
         return _EntmaxFunction.apply(nu, self.alpha)
-
-    def _entropy_value(self, p: torch.Tensor) -> torch.Tensor:
-        a = self.alpha
-        return (1.0 - self._power_sum(p)) / (a * (a - 1.0))
 
     def vertex_value(self) -> float:
         """Return ``Ω`` at a vertex of the simplex (its maximum over ``Δ_K``)."""
