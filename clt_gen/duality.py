@@ -654,17 +654,60 @@ def risk_from_joint(
 
 
 def smoothed_targets(
-    y: torch.Tensor, n_classes: int, eps: float, dtype: torch.dtype
+    y: torch.Tensor, n_classes: int, label_smoothing: float, dtype: torch.dtype
 ) -> torch.Tensor:
-    """``(1 − ε) e_y + ε/K``."""
-    t = torch.torch.nn.functional.one_hot(y, n_classes).to(dtype)
+    """Return the targets ``(1 − ε) e_y + ε/K`` with ``ε = label_smoothing``.
+
+    Parameters
+    ----------
+    y : tensor of shape (n_samples,)
+        Integer labels.
+    n_classes : int
+    label_smoothing : float
+        ``ε`` in ``[0, 1)``.
+    dtype : torch.dtype
+
+    Returns
+    -------
+    tensor of shape (n_samples, n_classes)
+
+    Examples
+    --------
+    >>> smoothed_targets(torch.tensor([1]), 2, 0.2, torch.float64)
+    tensor([[0.1000, 0.9000]], dtype=torch.float64)
+    """
+    t = torch.nn.functional.one_hot(y, n_classes).to(dtype)
+    eps = label_smoothing
     return t * (1.0 - eps) + eps / n_classes if eps else t
 
 
-def objective(reg: Any, scores: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
-    """Per-example risk under smoothed targets: ``Ω(e_y) + Ω*(ν) − ⟨t, ν⟩``."""
+def objective(
+    reg: Any, scores: torch.Tensor, y: torch.Tensor, label_smoothing: float
+) -> torch.Tensor:
+    """Return the per-example risk under smoothed targets, ``Ω(e_y) + Ω*(ν) − ⟨t, ν⟩``.
+
+    Parameters
+    ----------
+    reg : Regularizer
+    scores : tensor of shape (n_samples, n_classes)
+    y : tensor of shape (n_samples,)
+    label_smoothing : float
+        ``ε`` of the targets ``(1 − ε) e_y + ε/K``.
+
+    Returns
+    -------
+    tensor of shape (n_samples,)
+
+    Examples
+    --------
+    >>> reg = get_regularizer("shannon")
+    >>> round(float(objective(reg, torch.zeros(1, 2), torch.tensor([0]), 0.0)[0]), 6)  # log 2
+    0.693147
+    """
     scores = scores.float() if scores.dtype in (torch.float16, torch.bfloat16) else scores
     if reg.name == "shannon":
-        return torch.nn.functional.cross_entropy(scores, y, label_smoothing=eps, reduction="none")
-    t = smoothed_targets(y, scores.shape[-1], eps, scores.dtype)
+        return torch.nn.functional.cross_entropy(
+            scores, y, label_smoothing=label_smoothing, reduction="none"
+        )
+    t = smoothed_targets(y, scores.shape[-1], label_smoothing, scores.dtype)
     return reg.target_loss(t, scores)

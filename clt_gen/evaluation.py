@@ -249,9 +249,10 @@ def _subject_from_checkpoint(path: str, cfg: EvaluateConfig, device: torch.devic
     )
     train_cfg = ck.meta.get("train_config", {})
     omega = cfg.omega or ck.meta.get("omega", "shannon")
-    eps = cfg.label_smoothing
-    if eps is None:
-        eps = float(train_cfg.get("label_smoothing", 0.0)) if omega == ck.meta.get("omega") else 0.0
+    smooth = cfg.label_smoothing
+    if smooth is None:
+        same_loss = omega == ck.meta.get("omega")
+        smooth = float(train_cfg.get("label_smoothing", 0.0)) if same_loss else 0.0
     provenance = {
         "path": str(ck.path),
         "sha256": ck.sha256,
@@ -260,7 +261,7 @@ def _subject_from_checkpoint(path: str, cfg: EvaluateConfig, device: torch.devic
         "train_config": train_cfg,
     }
     return Subject(
-        ck.model, omega, float(train_cfg.get("alpha", 1.5)), eps, provenance, ck.sha256, ck.meta
+        ck.model, omega, float(train_cfg.get("alpha", 1.5)), smooth, provenance, ck.sha256, ck.meta
     )
 
 
@@ -469,8 +470,10 @@ def _cache_dir(cfg: EvaluateConfig) -> str | None:
 # ---------------------------------------------------------------------------------------
 
 
-def _risk_terms(reg: Any, scores: np.ndarray, y: np.ndarray, eps: float) -> dict[str, np.ndarray]:
-    losses = objective(reg, torch.from_numpy(scores), torch.from_numpy(y), eps).numpy()
+def _risk_terms(
+    reg: Any, scores: np.ndarray, y: np.ndarray, smooth: float
+) -> dict[str, np.ndarray]:
+    losses = objective(reg, torch.from_numpy(scores), torch.from_numpy(y), smooth).numpy()
     probs = np.asarray(reg.link(scores))
     if not reg.simplex:
         probs = np.clip(probs, 0, None)
@@ -486,9 +489,9 @@ def measure_risks(
     subject: Subject, passes: Passes
 ) -> tuple[Risks, dict[str, dict[str, np.ndarray]]]:
     """Risks of the network on each split, and the per-example terms behind them."""
-    reg, eps = subject.reg, subject.label_smoothing
+    reg, smooth = subject.reg, subject.label_smoothing
     terms = {
-        s: _risk_terms(reg, p.scores, p.labels, eps if s == "train" else 0.0)
+        s: _risk_terms(reg, p.scores, p.labels, smooth if s == "train" else 0.0)
         for s, p in (("train", passes.train), ("certify", passes.certify), ("check", passes.check))
     }
 
@@ -504,7 +507,7 @@ def measure_risks(
         check_error=mean("check", "errors"),
         train_brier=mean("train", "brier"),
         check_brier=mean("check", "brier"),
-        label_smoothing=eps,
+        label_smoothing=smooth,
         train_loss_max=float(np.max(terms["train"]["losses"])),
         gap=mean("check", "losses") - mean("train", "losses"),
         error_gap=mean("check", "errors") - mean("train", "errors"),

@@ -179,7 +179,7 @@ def evaluate_split(
     x: torch.Tensor,
     y: torch.Tensor,
     reg: Any,
-    eps: float,
+    label_smoothing: float,
     device: torch.device,
     batch_size: int = 1024,
 ) -> dict[str, float]:
@@ -189,7 +189,7 @@ def evaluate_split(
         for i in range(0, len(y), batch_size):
             xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
             out = model(xb)
-            total_loss += float(objective(reg, out, yb, eps).sum())
+            total_loss += float(objective(reg, out, yb, label_smoothing).sum())
             correct += int((out.argmax(1) == yb).sum())
     n = max(1, len(y))
     return {"loss": total_loss / n, "accuracy": correct / n}
@@ -458,8 +458,8 @@ def _final_metrics(run: _Run, seconds: float) -> dict[str, float]:
     sp = run.splits
     for split in ("train", "val", "certify", "check"):
         if len(sp.y[split]):
-            eps = run.cfg.label_smoothing if split == "train" else 0.0
-            r = evaluate_split(run.model, sp.x[split], sp.y[split], run.reg, eps, run.device)
+            smooth = run.cfg.label_smoothing if split == "train" else 0.0
+            r = evaluate_split(run.model, sp.x[split], sp.y[split], run.reg, smooth, run.device)
             metrics[f"{split}_loss"] = r["loss"]
             metrics[f"{split}_accuracy"] = r["accuracy"]
     return metrics
