@@ -80,9 +80,9 @@ def main() -> None:
     row = {
         "what": "evaluate lenet fashion-mnist",
         "seconds": total,
-        "timings": rep["timings"],
-        "n_train": rep["data"]["n_train"],
-        "n_heldout": rep["data"]["n_certify"] + rep["data"]["n_check"],
+        "timings": dict(rep.timings),
+        "n_train": rep.data["n_train"],
+        "n_heldout": rep.data["n_certify"] + rep.data["n_check"],
         "peak_rss_mb": peak_rss_mb(),
     }
     rows.append(row)

@@ -146,17 +146,44 @@ def _standardizer(z: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     return lambda x: (x - mu) / sd
 
 
+def _ica_map(z: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Quantile map, FastICA rotation (seeded), quantile map: see :func:`_feature_map`."""
+    import warnings
+
+    from sklearn.decomposition import FastICA
+    from sklearn.exceptions import ConvergenceWarning
+
+    inner = _feature_map(z, "quantile")
+    a = inner(z)
+    if len(a) <= a.shape[1] or np.linalg.matrix_rank(a - a.mean(0)) < a.shape[1]:
+        return inner  # no rotation to find in degenerate data: the quantile map alone
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", ConvergenceWarning)  # a partial rotation is a map too
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ica = FastICA(whiten="unit-variance", random_state=0, max_iter=100, tol=1e-2).fit(a)
+        s = ica.transform(a)
+    if not np.isfinite(s).all():
+        return inner
+    outer = _feature_map(s, "quantile")
+    return lambda x: outer(ica.transform(inner(x)))
+
+
 def _feature_map(z: np.ndarray, features: str) -> Callable[[np.ndarray], np.ndarray]:
     """Return the feature map ``features`` fitted on ``z``.
 
     ``standard``: centre and scale each feature; ``quantile``: map each feature through
     its empirical CDF to a standard normal (undoes any monotone warp of a coordinate,
-    e.g. heavy tails or saturations), then standardize.
+    e.g. heavy tails or saturations), then standardize; ``ica``: ``quantile``, then the
+    independent components of the result (FastICA), each mapped through its CDF again:
+    one step of iterative Gaussianization, which also undoes a monotone warp of unknown
+    linear combinations of the coordinates.
     """
     if features == "standard":
         return _standardizer(z)
     if features == "none":
         return lambda x: x
+    if features == "ica":
+        return _ica_map(z)
     from sklearn.preprocessing import QuantileTransformer
 
     qt = QuantileTransformer(
@@ -403,6 +430,8 @@ def _candidates(
         if name == "logistic":
             out += [("logistic", {"C": c, "features": "standard"}) for c in (0.1, 1.0)]
             out += [("logistic", {"C": 1.0, "features": "quantile"})]
+            if 2 <= n_features <= 64 and n_fit >= max(100, 10 * n_features):
+                out += [("logistic", {"C": 1.0, "features": "ica"})]
         elif name == "gaussian":
             for feats in ("standard", "quantile"):
                 if n_features <= 2048:

@@ -273,3 +273,53 @@ def test_import_estimators_does_not_import_torch():
     code = "import sys, estimators; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _warped_mixture(n, seed):
+    """A 4-class mixture pushed through rotation, leaky ReLU, rotation, leaky ReLU."""
+    gen = np.random.default_rng(seed)
+    means = np.random.default_rng(11).normal(size=(4, 6)) * 1.2
+    y = gen.integers(0, 4, n)
+    z = means[y] + gen.normal(size=(n, 6))
+    for r in range(2):
+        rot = np.linalg.qr(np.random.default_rng(20 + r).normal(size=(6, 6)))[0] * 1.5
+        z = z @ rot
+        z = np.where(z > 0, z, 0.2 * z)
+    return z, y
+
+
+def test_ica_feature_map_undoes_a_mixing_warp_that_quantiles_do_not():
+    from estimators.heads import HEADS, _candidates
+
+    z, y = _warped_mixture(12_000, 0)
+    fit, test = slice(0, 6000), slice(6000, None)
+
+    def log_loss(features):
+        head = HEADS["logistic"](z[fit], y[fit], 4, random_state=0, C=1.0, features=features)
+        return -head(z[test])[np.arange(6000), y[test]].mean()
+
+    # deterministic (fixed seeds); measured 0.019 nats apart here (0.012-0.019 over seeds 0-2)
+    assert log_loss("ica") < log_loss("quantile") - 0.01
+    assert ("logistic", {"C": 1.0, "features": "ica"}) in _candidates(["logistic"], 1000, 64)
+    assert ("logistic", {"C": 1.0, "features": "ica"}) not in _candidates(["logistic"], 99, 4)
+    assert ("logistic", {"C": 1.0, "features": "ica"}) not in _candidates(["logistic"], 1000, 65)
+
+
+def test_ica_feature_map_is_seeded_and_finite():
+    from estimators.heads import _feature_map
+
+    z, _ = _warped_mixture(2000, 1)
+    a, b = _feature_map(z, "ica"), _feature_map(z, "ica")
+    out = a(z[:100])
+    assert out.shape == (100, 6) and np.isfinite(out).all()
+    np.testing.assert_array_equal(out, b(z[:100]))
+
+
+def test_ica_feature_map_falls_back_on_degenerate_features():
+    from estimators.heads import _feature_map
+
+    gen = np.random.default_rng(0)
+    z = np.column_stack([gen.normal(size=300), np.ones(300), gen.normal(size=300)])
+    out = _feature_map(z, "ica")(z)
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out, _feature_map(z, "quantile")(z))
