@@ -581,6 +581,12 @@ def get_regularizer(omega: str | Regularizer, **params: float) -> Regularizer:
     """
     if isinstance(omega, Regularizer):
         return omega
+    if omega == "zero_one":
+        raise ValidationError(
+            "omega='zero_one' names the 0-1 scoring rule (its entropy is the Bayes error), "
+            "which has no Fenchel–Young loss to train or evaluate a network with; use it in "
+            f"estimators and bounds, and one of {sorted(REGULARIZERS)} here"
+        )
     if omega not in REGULARIZERS:
         raise unknown_name_error("omega", omega, REGULARIZERS)
     try:

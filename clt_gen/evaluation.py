@@ -74,7 +74,7 @@ from clt_gen.streaming import (
     select_scores,
     stream_pass,
 )
-from estimators import DEFAULT_HEADS, DEFAULT_METHOD
+from estimators import DEFAULT_HEADS, DEFAULT_METHOD, scoring_rule
 
 __all__ = ["EvaluateConfig", "evaluate", "SCHEMA_VERSION", "load_report", "ENTROPY_OMEGAS"]
 
@@ -478,9 +478,7 @@ def _risk_terms(
     if not reg.simplex:
         probs = np.clip(probs, 0, None)
         probs = probs / np.maximum(probs.sum(1, keepdims=True), 1e-12)
-    e = probs.copy()
-    e[np.arange(len(y)), y] -= 1.0
-    brier = np.minimum(0.5 * (e * e).sum(1), 1.0)
+    brier = scoring_rule(probs, y, omega="squared")  # ½‖p − e_y‖², in [0, 1] on the simplex
     errors = (scores.argmax(1) != y).astype(np.float64)
     return {"losses": losses, "brier": brier, "errors": errors}
 

@@ -275,3 +275,13 @@ def test_numpy_float32_roundtrip_and_input_not_mutated():
     p = reg.link(nu)
     assert isinstance(p, np.ndarray)
     np.testing.assert_array_equal(nu, before)
+
+
+def test_one_registry_of_names_with_zero_one_explicit():
+    from estimators.entropies import OMEGAS
+
+    # every trainable regularizer is an entropy name; zero_one is the one that is not trainable
+    assert set(OMEGAS) - set(REGULARIZERS) == {"zero_one"}
+    assert set(REGULARIZERS) <= set(OMEGAS)
+    with pytest.raises(ValidationError, match="zero_one.*no Fenchel–Young loss"):
+        get_regularizer("zero_one")
