@@ -297,11 +297,11 @@ PRESETS = {
     },
     "main": {
         "mixture": [
-            ((10_000,), ("auto",), range(3)),
+            ((10_000,), ("auto",), range(10)),
             ((10_000,), ("gaussian", "knn", "probe", "ksg"), range(2)),
         ],
         "warped": [
-            ((10_000,), ("auto",), range(3)),
+            ((10_000,), ("auto",), range(10)),
             ((10_000,), ("gaussian", "knn", "probe", "ksg"), range(2)),
         ],
         "teacher": [
