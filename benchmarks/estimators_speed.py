@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
+from estimators import neighbors
 from estimators.neighbors import _block_rows, knn_search
 
 OUT = pathlib.Path(__file__).parent / "results" / "estimators_speed.json"
@@ -86,6 +87,13 @@ def _faiss_side_by_side(x: np.ndarray, k: int) -> dict:
     t_f32 = _best_of(lambda: knn_search(x, x, k, exclude_self=True))  # default: auto
     t_torch = _best_of(lambda: knn_search(x, x, k, exclude_self=True, backend="torch"))
     t_f64 = _best_of(lambda: knn_search(x, x, k, exclude_self=True, dtype="float64"))
+    # baseline in the same process: the torch candidate search with the old 256 MiB blocks
+    budget = neighbors._CANDIDATE_BYTES
+    neighbors._CANDIDATE_BYTES = neighbors._BLOCK_BYTES
+    try:
+        t_torch_big = _best_of(lambda: knn_search(x, x, k, exclude_self=True, backend="torch"))
+    finally:
+        neighbors._CANDIDATE_BYTES = budget
     ours = knn_search(x, x, k, exclude_self=True, backend="torch")[1]
     via_faiss = knn_search(x, x, k, exclude_self=True, backend="faiss")[1]
     exact = knn_search(x, x, k, exclude_self=True, dtype="float64")[1]
@@ -97,6 +105,8 @@ def _faiss_side_by_side(x: np.ndarray, k: int) -> dict:
         "default_over_faiss": t_f32 / t_faiss,
         "float32_torch_over_faiss": t_torch / t_faiss,
         "float64_over_faiss": t_f64 / t_faiss,
+        "knn_float32_torch_256mib_blocks_s": t_torch_big,
+        "torch_256mib_over_32mib_blocks": t_torch_big / t_torch,
         "faiss_backend_agrees": bool(np.array_equal(ours, via_faiss)),
         "float32_agrees_with_float64": bool(np.array_equal(ours, exact)),
     }

@@ -34,6 +34,7 @@ from estimators.errors import ValidationError, unknown_name_error
 __all__ = ["knn_search", "count_within", "default_device", "BACKENDS"]
 
 _BLOCK_BYTES = 256 * 2**20  # distance block budget
+_CANDIDATE_BYTES = 32 * 2**20  # candidate-search block: fewer cache misses in topk
 _REFINE_BYTES = 4 * 2**20  # gathered-candidates block: small enough to stay in cache
 BACKENDS: tuple[str, ...] = ("auto", "torch", "faiss")
 
@@ -62,24 +63,40 @@ def _prepare(a: Any, device: Any, dtype: Any) -> Any:
     return t.to(device=device, dtype=dtype)
 
 
-def _block_rows(n_data: int, itemsize: int, block_size: int | None) -> int:
+def _block_rows(
+    n_data: int, itemsize: int, block_size: int | None, block_bytes: int = _BLOCK_BYTES
+) -> int:
     if block_size is not None:
         return max(1, int(block_size))
-    return max(1, min(8192, _BLOCK_BYTES // max(1, n_data * itemsize)))
+    return max(1, min(8192, block_bytes // max(1, n_data * itemsize)))
 
 
-def _blocks(queries: Any, data: Any, device: Any, dtype: Any, block_size: int | None) -> Any:
+def _blocks(
+    queries: Any,
+    data: Any,
+    device: Any,
+    dtype: Any,
+    block_size: int | None,
+    rank_only: bool = False,
+    block_bytes: int = _BLOCK_BYTES,
+) -> Any:
+    """Yield ``(start, d2)`` for blocks of queries: squared distances to every data row.
+
+    With ``rank_only`` the rows are ``|x|² − 2 q·x``: each row is the distance minus the
+    query's own ``|q|²``, which orders the data rows the same way and saves two passes.
+    """
     import torch
 
     dev = torch.device(device) if device is not None else default_device()
     q = _prepare(queries, dev, dtype)
     x = _prepare(data, dev, dtype)
     x_sq = (x * x).sum(1)
-    rows = _block_rows(len(x), x.element_size(), block_size)
+    rows = _block_rows(len(x), x.element_size(), block_size, block_bytes)
     for start in range(0, len(q), rows):
         qb = q[start : start + rows]
         d2 = torch.addmm(x_sq.unsqueeze(0), qb, x.T, beta=1.0, alpha=-2.0)
-        d2.add_((qb * qb).sum(1, keepdim=True)).clamp_(min=0.0)
+        if not rank_only:
+            d2.add_((qb * qb).sum(1, keepdim=True)).clamp_(min=0.0)
         yield start, d2
 
 
@@ -95,7 +112,8 @@ def _torch_candidates(
     import torch
 
     out = np.empty((len(queries), k), dtype=np.int64)
-    for start, d2 in _blocks(queries, data, device, dtype, block_size):
+    blocks = _blocks(queries, data, device, dtype, block_size, True, _CANDIDATE_BYTES)
+    for start, d2 in blocks:
         if exclude_self:
             rows = torch.arange(d2.shape[0], device=d2.device)
             d2[rows, rows + start] = float("inf")

@@ -43,6 +43,21 @@ def test_knn_search_matches_sklearn_exactly():
     np.testing.assert_allclose(np.sqrt(d2), ref_d, rtol=1e-10)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_knn_torch_backend_matches_sklearn_exactly(dtype):
+    # the torch candidate search ranks by |x|^2 - 2 q.x (no |q|^2): same neighbours, and the
+    # returned distances are the float64 ones
+    gen = np.random.default_rng(3)
+    x, q = gen.normal(size=(700, 9)) + 5.0, gen.normal(size=(150, 9)) + 5.0
+    d2, idx = knn_search(q, x, 6, block_size=23, backend="torch", dtype=dtype)
+    ref_d, ref_i = NearestNeighbors(n_neighbors=6, algorithm="brute").fit(x).kneighbors(q)
+    np.testing.assert_array_equal(idx, ref_i)
+    np.testing.assert_allclose(np.sqrt(d2), ref_d, rtol=1e-10)
+    _, own = knn_search(x, x, 4, exclude_self=True, block_size=31, backend="torch", dtype=dtype)
+    ref = NearestNeighbors(n_neighbors=5, algorithm="brute").fit(x).kneighbors(x)[1][:, 1:]
+    np.testing.assert_array_equal(own, ref)
+
+
 def test_knn_search_never_returns_self():
     gen = np.random.default_rng(1)
     x = gen.normal(size=(300, 4))
