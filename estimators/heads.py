@@ -50,7 +50,6 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from scipy.special import logsumexp
 
 from estimators.entropies import scoring_rule
 from estimators.errors import unknown_name_error
@@ -136,7 +135,14 @@ def _selection_omega(omega: str) -> str:
 
 
 def _log_normalize(logits: np.ndarray) -> np.ndarray:
-    return logits - logsumexp(logits, axis=1, keepdims=True)
+    """Return row-wise ``logits − logsumexp(logits)``.
+
+    Plain NumPy: scipy's ``logsumexp`` dispatch costs as much as the work on a minibatch.
+    """
+    top = logits.max(axis=1, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    shifted = logits - top
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
 def _standardizer(z: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
@@ -184,13 +190,50 @@ def _feature_map(z: np.ndarray, features: str) -> Callable[[np.ndarray], np.ndar
         return lambda x: x
     if features == "ica":
         return _ica_map(z)
-    from sklearn.preprocessing import QuantileTransformer
+    qmap = _quantile_map(z)
+    std = _standardizer(qmap(z))
+    return lambda x: std(qmap(x))
 
-    qt = QuantileTransformer(
-        n_quantiles=min(1000, len(z)), output_distribution="normal", subsample=len(z) + 1
-    ).fit(z)
-    std = _standardizer(qt.transform(z))
-    return lambda x: std(qt.transform(x))
+
+_BOUNDS = 1e-7  # probabilities kept inside [_BOUNDS, 1 - _BOUNDS] before the normal ppf
+
+
+def _quantile_map(z: np.ndarray, n_quantiles: int = 1000) -> Callable[[np.ndarray], np.ndarray]:
+    """Map each column through its empirical CDF (``n_quantiles`` knots) to a standard normal.
+
+    The same map as scikit-learn's ``QuantileTransformer(output_distribution="normal")``
+    fitted on all rows (linear-interpolated percentiles; the CDF interpolated upwards and
+    downwards and averaged, so tied values share a level; points beyond the extreme knots
+    go to the bounds), but the knots come from one sort per column instead of a selection
+    per knot, which was 10-70x slower (about 0.36 s against 0.01 s on 4,000 × 32).
+    """
+    from scipy import stats
+
+    n = len(z)
+    refs = np.linspace(0.0, 1.0, max(1, min(n_quantiles, n)))
+    q = (refs * 100.0) / 100.0  # the levels numpy's percentile works with
+    pos = (n - 1) * q
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, n - 1)
+    t = (pos - lo)[:, None]
+    zs = np.sort(z, axis=0)
+    a, b = zs[lo], zs[hi]
+    diff = b - a
+    knots = np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)  # numpy's lerp
+    clip = stats.norm.ppf([_BOUNDS - np.spacing(1), 1 - (_BOUNDS - np.spacing(1))])
+
+    def transform(x: np.ndarray) -> np.ndarray:
+        out = np.empty(x.shape, dtype=np.float64)
+        for j in range(x.shape[1]):
+            col, kn = x[:, j], knots[:, j]
+            u = 0.5 * (np.interp(col, kn, refs) - np.interp(-col, -kn[::-1], -refs[::-1]))
+            u[col + _BOUNDS > kn[-1]] = 1.0
+            u[col - _BOUNDS < kn[0]] = 0.0
+            out[:, j] = u
+        with np.errstate(divide="ignore"):
+            return np.clip(stats.norm.ppf(out), clip[0], clip[1])
+
+    return transform
 
 
 def _fit_prior(z: np.ndarray, y: np.ndarray, k: int, **_: Any) -> Predictor:

@@ -323,3 +323,27 @@ def test_ica_feature_map_falls_back_on_degenerate_features():
     out = _feature_map(z, "ica")(z)
     assert np.isfinite(out).all()
     np.testing.assert_allclose(out, _feature_map(z, "quantile")(z))
+
+
+def test_quantile_map_is_scikit_learns_quantile_transformer():
+    # our sort-based quantile map must be the same function as the (slower) sklearn one,
+    # bit for bit, including ties, heavy tails and points beyond the fitted range
+    from sklearn.preprocessing import QuantileTransformer
+
+    from estimators.heads import _quantile_map
+
+    gen = np.random.default_rng(0)
+    cases = [
+        gen.normal(size=(3000, 6)),
+        gen.standard_t(2, size=(1500, 3)),
+        np.round(gen.normal(size=(1200, 3)), 1),  # many ties
+        gen.integers(0, 3, (400, 2)).astype(float),  # a few levels only
+        gen.normal(size=(40, 2)),  # fewer rows than knots
+    ]
+    for z in cases:
+        qt = QuantileTransformer(
+            n_quantiles=min(1000, len(z)), output_distribution="normal", subsample=len(z) + 1
+        ).fit(z)
+        fitted = _quantile_map(z)
+        for x in (z, 4.0 * gen.normal(size=(200, z.shape[1])), z[:20] + 1e-9):
+            np.testing.assert_array_equal(fitted(x), qt.transform(x))
