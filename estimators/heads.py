@@ -205,7 +205,7 @@ def _quantile_map(z: np.ndarray, n_quantiles: int = 1000) -> Callable[[np.ndarra
     fitted on all rows (linear-interpolated percentiles; the CDF interpolated upwards and
     downwards and averaged, so tied values share a level; points beyond the extreme knots
     go to the bounds), but the knots come from one sort per column instead of a selection
-    per knot (fitting 4,000 × 32: 0.36 s against 0.01 s; fit and transform: 0.25 s against 0.035 s).
+    per knot (a 4,000 × 32 fit: 0.36 s against 0.01 s; fit and transform: 0.25 s against 0.035 s).
     """
     from scipy import stats
 
