@@ -3,7 +3,8 @@
 (1) ``extract_features`` over all default layers (``project`` and ``avgpool``) against a
     plain no-grad forward pass over the same data and batch size, same process.
 (2) ``evaluate`` of a LeNet checkpoint on Fashion-MNIST (trained here for one epoch when
-    none is given): wall time and peak memory.
+    none is given): wall time and peak memory, on all cores (the default) and then in
+    one process (``n_jobs=1``), same command; the two reports must agree.
 
     python benchmarks/evaluate_speed.py [--checkpoint DIR]
 """
@@ -74,19 +75,29 @@ def main() -> None:
             }
             rows.append(row)
             print(json.dumps(row))
-    t0 = time.perf_counter()
-    rep = evaluate(EvaluateConfig(checkpoint=ckpt, out=tmp + "/eval", progress=False))
-    total = time.perf_counter() - t0
-    row = {
-        "what": "evaluate lenet fashion-mnist",
-        "seconds": total,
-        "timings": dict(rep.timings),
-        "n_train": rep.data["n_train"],
-        "n_heldout": rep.data["n_certify"] + rep.data["n_check"],
-        "peak_rss_mb": peak_rss_mb(),
-    }
-    rows.append(row)
-    print(json.dumps(row))
+    # all cores first (it pays the workers' start and this process's first-run costs),
+    # then one process; separate outputs, so neither reuses the other's feature cache
+    reports = {}
+    for n_jobs in (None, 1):
+        t0 = time.perf_counter()
+        out = f"{tmp}/eval-jobs{n_jobs}"
+        rep = evaluate(EvaluateConfig(checkpoint=ckpt, out=out, progress=False, n_jobs=n_jobs))
+        total = time.perf_counter() - t0
+        reports[n_jobs] = rep
+        row = {
+            "what": "evaluate lenet fashion-mnist",
+            "n_jobs": n_jobs or "all cores",
+            "seconds": total,
+            "timings": dict(rep.timings),
+            "n_train": rep.data["n_train"],
+            "n_heldout": rep.data["n_certify"] + rep.data["n_check"],
+            "peak_rss_mb": peak_rss_mb(),
+        }
+        rows.append(row)
+        print(json.dumps(row))
+    same = [r.to_dict() for r in reports[None].layers] == [r.to_dict() for r in reports[1].layers]
+    rows.append({"what": "same layers for n_jobs=all and 1", "equal": same})
+    print(json.dumps(rows[-1]))
     save("evaluate_speed", rows)
 
 

@@ -644,8 +644,7 @@ def frozen_feature_bound(
         zc = np.asarray(z_check, dtype=np.float64)
         check = (zc.reshape(len(zc), -1), np.asarray(y_check, dtype=np.int64))
     curve = [
-        _cell_entry(z[fit], z[s2], y[s2], n_cells, n_classes, omega, gen, check)
-        for n_cells in grid
+        _cell_entry(z[fit], z[s2], y[s2], n_cells, n_classes, omega, gen, check) for n_cells in grid
     ]
     for entry in curve:
         entry["tv_bound"] = 0.5 * math.sqrt((entry["n_cells"] * n_classes - 1) / m) + conf

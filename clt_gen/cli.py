@@ -109,7 +109,7 @@ def _add_evaluate(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--layers", nargs="+", default=None, help="layer names (see `clt-gen layers`)")
     p.add_argument("--omega", default=None, help="regularizer (default: the training loss)")
-    p.add_argument("--method", default=None, help="entropy estimator (default: gaussian)")
+    p.add_argument("--method", default=None, help="entropy estimator (default: auto)")
     p.add_argument("--delta", type=float, default=0.05)
     p.add_argument("--reduce", choices=["project", "avgpool", "flatten"], default="project")
     p.add_argument("--max-features", type=int, default=128)
@@ -132,6 +132,12 @@ def _add_evaluate(sub: Any) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument(
         "--random-state", "--seed", dest="random_state", type=int, default=0, help="seed"
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="processes for the per-layer fits (default: all available cores; same numbers)",
     )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run_evaluate)
@@ -190,6 +196,7 @@ def evaluate_config_from_args(args: argparse.Namespace) -> Any:
         random_state=args.random_state,
         batch_size=args.batch_size,
         progress=not args.no_progress,
+        n_jobs=args.jobs,
     )
 
 

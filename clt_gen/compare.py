@@ -76,6 +76,7 @@ def report_row(report: Report, name: str) -> dict[str, Any]:
 
 def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     """Return ``rows`` as a fixed-width text table with the given ``columns``."""
+
     def cell(v: Any) -> str:
         return f"{v:.4f}" if isinstance(v, float) else str(v)
 

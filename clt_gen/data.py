@@ -49,6 +49,7 @@ __all__ = [
     "renamed_keys",
 ]
 
+
 def renamed_keys(d: Mapping[str, Any]) -> dict[str, Any]:
     """Return ``d`` with the keys renamed since older checkpoints and manifests.
 

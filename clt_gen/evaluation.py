@@ -49,6 +49,7 @@ from torch import nn
 from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined]
 
 from clt_gen._modes import eval_mode, resolve_device
+from clt_gen._parallel import check_jobs, prestart, resolve_jobs, run_calls
 from clt_gen._version import __version__
 from clt_gen.bounds import (
     Bound,
@@ -124,6 +125,9 @@ class EvaluateConfig:
         Rows per forward pass.
     label_smoothing : float, optional
         Of the training targets (default: the checkpoint's, else 0).
+    n_jobs : int, optional
+        Processes for the per-layer entropy fits and frozen-feature bounds (default: all
+        available cores). The numbers do not depend on it.
 
     Examples
     --------
@@ -162,11 +166,13 @@ class EvaluateConfig:
     device: str = "auto"
     random_state: int = 0
     progress: bool = True
+    n_jobs: int | None = None
 
     def __post_init__(self) -> None:
         """Check every field before any work, with close matches for unknown names."""
         from estimators import HEADS, METHODS
 
+        check_jobs(self.n_jobs)
         if not 0.0 < self.delta < 1.0:
             raise ValidationError(f"delta must be in (0, 1) (got {self.delta}); 0.05 is usual")
         for name in ("max_features", "batch_size", "max_train_samples", "min_heldout"):
@@ -550,6 +556,7 @@ def _entropy_rows(
         n_bootstrap=cfg.n_bootstrap,
         random_state=cfg.random_state,
         heads=cfg.heads,
+        n_jobs=cfg.n_jobs,
     )
 
 
@@ -610,20 +617,30 @@ def _validation_bounds(risks: Risks, terms: dict[str, Any], cfg: EvaluateConfig)
 def _frozen_bounds(
     passes: Passes, layers: list[str], cfg: EvaluateConfig
 ) -> tuple[list[Bound], dict[str, Any]]:
-    bounds, curves = [], {}
-    for name in layers[1:]:
-        res = frozen_feature_bound(
-            np.asarray(passes.certify.features[name]),
-            passes.certify.labels,
-            passes.train.scores.shape[1],
-            z_check=np.asarray(passes.check.features[name]),
-            y_check=passes.check.labels,
-            cells=cfg.cells,
-            delta=cfg.delta,
-            omega="zero_one",
-            random_state=cfg.random_state,
-            layer=name,
+    calls = [
+        (
+            frozen_feature_bound,
+            (
+                np.asarray(passes.certify.features[name]),
+                passes.certify.labels,
+                passes.train.scores.shape[1],
+            ),
+            {
+                "z_check": np.asarray(passes.check.features[name]),
+                "y_check": passes.check.labels,
+                "cells": cfg.cells,
+                "delta": cfg.delta,
+                "omega": "zero_one",
+                "random_state": cfg.random_state,
+                "layer": name,
+            },
         )
+        for name in layers[1:]
+    ]
+    work = sum(c[1][0].shape[0] * c[1][0].shape[1] for c in calls)
+    bounds, curves = [], {}
+    jobs = resolve_jobs(cfg.n_jobs, len(calls), work)
+    for name, res in zip(layers[1:], run_calls(calls, jobs), strict=True):
         curves[name] = res["curve"]
         bounds.append(dataclasses.replace(res["best"], name=f"frozen_feature[{name}]"))
     return bounds, curves
@@ -682,6 +699,7 @@ def _pipeline(
     _probe_model(subject.model, example, output, device)
     layers, default = _resolve_layers(subject.model, cfg.layers, example)
     _check_sizes(inputs, cfg)
+    _prestart_workers(inputs, layers, cfg)
     passes = run_passes(subject, inputs, layers, cfg, output=output, device=device)
     _check_sizes_after(passes, cfg)
     clock.lap("features")
@@ -739,6 +757,16 @@ def _pipeline(
         version=__version__,
     )
     return report.with_summary()
+
+
+def _prestart_workers(inputs: Inputs, layers: list[str], cfg: EvaluateConfig) -> None:
+    """Start the entropy stage's workers now, so they import while features are extracted."""
+    rows = [inputs.heldout.n_rows, inputs.train.n_rows]
+    if None in rows:
+        return
+    n_train = min(int(rows[1] or 0), cfg.max_train_samples)
+    work = (int(rows[0] or 0) + n_train) * cfg.max_features * len(layers)
+    prestart(resolve_jobs(cfg.n_jobs, 2 * len(layers), work))
 
 
 def _check_sizes_after(passes: Passes, cfg: EvaluateConfig) -> None:

@@ -82,26 +82,39 @@ def _fit_layers(
     n_bootstrap: int,
     heads: tuple[str, ...] | None,
     kw: dict[str, Any],
+    n_jobs: int | None = 1,
 ) -> dict[str, list[Any]]:
     """Fit every layer: estimates, certified bounds and held-out per-sample terms.
 
     Per layer: train estimate, held-out estimate, certified bound (at delta / L) and the
-    held-out per-sample terms, each list in layer order.
+    held-out per-sample terms, each list in layer order. The fits are independent and
+    run on ``n_jobs`` processes (:func:`clt_gen._parallel.run_calls`), same numbers.
     """
+    from clt_gen._parallel import resolve_jobs, run_calls
     from estimators.certified import estimate_and_bound
 
     head_kw: dict[str, Any] = {"heads": tuple(heads)} if heads else {}
-    fits: dict[str, list[Any]] = {"train": [], "heldout": [], "bound": [], "terms": []}
+    calls: list[Any] = []
     for name in layers:
         z_tr, z_ho = np.asarray(feats["train"][name]), np.asarray(feats["certify"][name])
-        est, ub, terms = estimate_and_bound(
-            z_ho, y_heldout, delta=delta / len(layers), n_bootstrap=n_bootstrap, **kw, **head_kw
-        )
+        ho_kw = {"delta": delta / len(layers), "n_bootstrap": n_bootstrap, **kw, **head_kw}
+        calls.append((estimate_and_bound, (z_ho, y_heldout), ho_kw))
         if method == "auto":
-            h_tr = estimate_and_bound(z_tr, y_train, n_bootstrap=n_bootstrap, **kw, **head_kw)[0]
+            calls.append(
+                (estimate_and_bound, (z_tr, y_train), {"n_bootstrap": n_bootstrap, **kw, **head_kw})
+            )
         else:
-            h_tr = conditional_entropy(z_tr, y_train, method=method, n_bootstrap=n_bootstrap, **kw)
-            est = conditional_entropy(z_ho, y_heldout, method=method, n_bootstrap=n_bootstrap, **kw)
+            other = {"method": method, "n_bootstrap": n_bootstrap, **kw}
+            calls.append((conditional_entropy, (z_tr, y_train), other))
+            calls.append((conditional_entropy, (z_ho, y_heldout), other))
+    work = sum(a[0].shape[0] * a[0].shape[1] for _, a, _ in calls if np.ndim(a[0]) == 2)
+    out = run_calls(calls, resolve_jobs(n_jobs, len(calls), work))
+    step = 2 if method == "auto" else 3
+    fits: dict[str, list[Any]] = {"train": [], "heldout": [], "bound": [], "terms": []}
+    for i in range(len(layers)):
+        (est, ub, terms), h_tr = out[step * i], out[step * i + 1]
+        h_tr = h_tr[0] if method == "auto" else h_tr
+        est = est if method == "auto" else out[step * i + 2]
         for key, value in zip(fits, (h_tr, est, ub, terms), strict=True):
             fits[key].append(value)
     return fits
@@ -153,6 +166,7 @@ def layer_entropies(
     n_bootstrap: int,
     random_state: int,
     heads: tuple[str, ...] | None = None,
+    n_jobs: int | None = 1,
 ) -> list[LayerRow]:
     """Return the layer rows of a report.
 
@@ -177,6 +191,8 @@ def layer_entropies(
     delta : float
         Shared by all layers' certificates.
     n_bootstrap, random_state, heads : estimator options
+    n_jobs : int or None
+        Processes for the layers' fits (``None``: all available cores); same numbers.
 
     Returns
     -------
@@ -196,6 +212,7 @@ def layer_entropies(
         n_bootstrap=n_bootstrap,
         heads=heads,
         kw=kw,
+        n_jobs=n_jobs,
     )
     train_rows, held_rows = (
         _profile(fits["train"], layers, auto),

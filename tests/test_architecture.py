@@ -16,6 +16,7 @@ LAYER = {
     "errors": 0,
     "_io": 0,
     "_modes": 0,
+    "_parallel": 0,
     "duality": 1,
     "testing": 2,
     "data": 2,
