@@ -182,7 +182,8 @@ def run_job(job: dict[str, Any], out_root: str, threads: int | None = None) -> d
     ck = load_checkpoint(ckpt)
     record["metrics"] = ck.meta["metrics"]
     if job.get("sweep", {}).get("evaluate", True):
-        ev = {"n_bootstrap": 50, "progress": False, **job["evaluate"]}
+        # the job's share of the cores, unless the manifest says otherwise
+        ev = {"n_bootstrap": 50, "progress": False, "n_jobs": threads, **job["evaluate"]}
         for key in ("layers", "cells"):
             if key in ev:
                 ev[key] = tuple(ev[key])
