@@ -77,3 +77,15 @@ def test_bad_n_jobs_is_refused_with_the_rule(bad: object) -> None:
         check_jobs(bad)
     with pytest.raises(ValidationError, match="n_jobs"):
         EvaluateConfig(n_jobs=bad)  # type: ignore[arg-type]
+
+
+def test_cli_jobs_reaches_the_config() -> None:
+    from clt_gen.cli import build_parser, evaluate_config_from_args
+
+    parser = build_parser()
+    args = parser.parse_args(["evaluate", "runs/x", "--out", "o", "--jobs", "1"])
+    assert evaluate_config_from_args(args).n_jobs == 1
+    args = parser.parse_args(["evaluate", "runs/x", "--out", "o"])
+    assert evaluate_config_from_args(args).n_jobs is None
+    with pytest.raises(ValidationError, match="n_jobs"):
+        evaluate_config_from_args(parser.parse_args(["evaluate", "x", "--out", "o", "--jobs", "0"]))
