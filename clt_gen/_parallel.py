@@ -67,7 +67,8 @@ def _init_worker() -> None:
     core; at a lower priority its imports take only idle time. Once the fits run (one
     per core) the priority changes nothing.
     """
-    os.nice(5)
+    if hasattr(os, "nice"):  # not on Windows
+        os.nice(5)
     import sklearn.decomposition  # noqa: F401
     import torch  # noqa: F401
 
@@ -135,6 +136,10 @@ def run_calls(calls: Sequence[Call], jobs: int) -> list[Any]:
                 t.start()
             while (i := take()) is not None:
                 results[i] = _apply(calls[i])
+    except BaseException:  # an error or Ctrl-C here: the feeders hand out nothing more
+        with lock:
+            todo.clear()
+        raise
     finally:
         for t in feeders:
             t.join()

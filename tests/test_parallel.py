@@ -89,3 +89,14 @@ def test_cli_jobs_reaches_the_config() -> None:
     assert evaluate_config_from_args(args).n_jobs is None
     with pytest.raises(ValidationError, match="n_jobs"):
         evaluate_config_from_args(parser.parse_args(["evaluate", "x", "--out", "o", "--jobs", "0"]))
+
+
+def test_an_error_in_this_process_stops_handing_out_calls() -> None:
+    # the first call runs here and fails; the worker must not go on through the rest
+    import time
+
+    calls = [(int, ("x",), {})] + [(time.sleep, (0.5,), {}) for _ in range(80)]
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError):
+        run_calls(calls, 2)
+    assert time.perf_counter() - t0 < 12.0  # 80 x 0.5 s: 20 s on two processes if it went on
