@@ -55,7 +55,11 @@ def check_jobs(n_jobs: Any) -> int | None:
 
 def resolve_jobs(n_jobs: int | None, n_calls: int, work: float) -> int:
     """Return how many processes ``n_calls`` calls of total ``work`` should use (1: here)."""
+    import multiprocessing
+
     jobs = min(check_jobs(n_jobs) or available_cores(), n_calls)
+    if multiprocessing.current_process().daemon:  # e.g. a multiprocessing.Pool worker
+        return 1  # may not start processes of its own
     least = MIN_WORK_WARM if jobs - 1 in _started else MIN_WORK
     return jobs if jobs > 1 and work >= least else 1
 

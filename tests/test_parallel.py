@@ -100,3 +100,14 @@ def test_an_error_in_this_process_stops_handing_out_calls() -> None:
     with pytest.raises(ValueError):
         run_calls(calls, 2)
     assert time.perf_counter() - t0 < 12.0  # 80 x 0.5 s: 20 s on two processes if it went on
+
+
+def _jobs_in_a_daemon(_: int) -> int:
+    return resolve_jobs(2, 12, 10 * MIN_WORK)
+
+
+def test_a_daemonic_process_runs_its_calls_itself() -> None:
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:  # Pool workers are daemons
+        assert pool.map(_jobs_in_a_daemon, [0]) == [1]
