@@ -151,3 +151,21 @@ def run_calls(calls: Sequence[Call], jobs: int) -> list[Any]:
     if errors:
         raise errors[0]
     return results
+
+
+def _work(calls: Sequence[Call]) -> int:
+    """Rows x features of each call's first argument (an array), summed."""
+    total = 0
+    for _, args, _ in calls:
+        shape: tuple[int, ...] = tuple(getattr(args[0], "shape", ())) if args else ()
+        total += shape[0] * shape[1] if len(shape) == 2 else 0
+    return total
+
+
+def run_array_calls(calls: Sequence[Call], n_jobs: int | None) -> list[Any]:
+    """:func:`run_calls` on as many processes as ``n_jobs`` and the calls' sizes warrant.
+
+    Each call's first argument is its ``(n_samples, n_features)`` array; their summed
+    size decides whether starting workers pays (:func:`resolve_jobs`).
+    """
+    return run_calls(calls, resolve_jobs(n_jobs, len(calls), _work(calls)))

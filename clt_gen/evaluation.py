@@ -49,7 +49,7 @@ from torch import nn
 from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined]
 
 from clt_gen._modes import eval_mode, resolve_device
-from clt_gen._parallel import check_jobs, prestart, resolve_jobs, run_calls
+from clt_gen._parallel import check_jobs, prestart, resolve_jobs, run_array_calls
 from clt_gen._version import __version__
 from clt_gen.bounds import (
     Bound,
@@ -637,10 +637,8 @@ def _frozen_bounds(
         )
         for name in layers[1:]
     ]
-    work = sum(c[1][0].shape[0] * c[1][0].shape[1] for c in calls)
     bounds, curves = [], {}
-    jobs = resolve_jobs(cfg.n_jobs, len(calls), work)
-    for name, res in zip(layers[1:], run_calls(calls, jobs), strict=True):
+    for name, res in zip(layers[1:], run_array_calls(calls, cfg.n_jobs), strict=True):
         curves[name] = res["curve"]
         bounds.append(dataclasses.replace(res["best"], name=f"frozen_feature[{name}]"))
     return bounds, curves

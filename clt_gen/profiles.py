@@ -88,9 +88,9 @@ def _fit_layers(
 
     Per layer: train estimate, held-out estimate, certified bound (at delta / L) and the
     held-out per-sample terms, each list in layer order. The fits are independent and
-    run on ``n_jobs`` processes (:func:`clt_gen._parallel.run_calls`), same numbers.
+    run on ``n_jobs`` processes (:func:`clt_gen._parallel.run_array_calls`), same numbers.
     """
-    from clt_gen._parallel import resolve_jobs, run_calls
+    from clt_gen._parallel import run_array_calls
     from estimators.certified import estimate_and_bound
 
     head_kw: dict[str, Any] = {"heads": tuple(heads)} if heads else {}
@@ -107,8 +107,7 @@ def _fit_layers(
             other = {"method": method, "n_bootstrap": n_bootstrap, **kw}
             calls.append((conditional_entropy, (z_tr, y_train), other))
             calls.append((conditional_entropy, (z_ho, y_heldout), other))
-    work = sum(a[0].shape[0] * a[0].shape[1] for _, a, _ in calls if np.ndim(a[0]) == 2)
-    out = run_calls(calls, resolve_jobs(n_jobs, len(calls), work))
+    out = run_array_calls(calls, n_jobs)
     step = 2 if method == "auto" else 3
     fits: dict[str, list[Any]] = {"train": [], "heldout": [], "bound": [], "terms": []}
     for i in range(len(layers)):
