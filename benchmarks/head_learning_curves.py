@@ -39,9 +39,7 @@ TASKS = ("fmnist-pca32 mlp K=10", "GM K=10 d=32 invnet", "fmnist-pca32 linear K=
 
 def _heads(z, y, zv, yv, k):
     """Every head of interest fitted on (z, y), early-stopped or selected on (zv, yv)."""
-    mlps = [
-        HEADS["mlp"](z, y, k, random_state=s, z_val=zv, y_val=yv, record={}) for s in range(3)
-    ]
+    mlps = [HEADS["mlp"](z, y, k, random_state=s, z_val=zv, y_val=yv, record={}) for s in range(3)]
     logistic = HEADS["logistic"](z, y, k, random_state=0, C=1.0)
     out = {
         "logistic": logistic,
@@ -90,8 +88,10 @@ def table(rows: list[dict]) -> str:
         lines += ["| head | " + " | ".join(f"n = {n:,}" for n in sizes) + " |"]
         lines += ["|---|" + "---|" * len(sizes)]
         for head in dict.fromkeys(r["head"] for r in sub):
-            vals = [np.mean([r["excess"] for r in sub if r["head"] == head and r["n"] == n])
-                    for n in sizes]
+            vals = [
+                np.mean([r["excess"] for r in sub if r["head"] == head and r["n"] == n])
+                for n in sizes
+            ]
             lines += [f"| {head} | " + " | ".join(f"{v:.3f}" for v in vals) + " |"]
     return "\n".join(lines)
 

@@ -50,7 +50,7 @@ def run(task, omega: str, seed: int, n: int = 10_000) -> dict[str, np.ndarray]:
     """Held-out terms of the full, half and quarter refits of each fold's selected head."""
     z, y = task.draw(n, np.random.default_rng(seed))
     gen = np.random.default_rng(1000 + seed)
-    fold = make_folds(y, 2, gen)
+    fold = make_folds(len(y), 2, gen)
     out = {p: np.empty(n) for p in PARTS}
     for f in range(2):
         ev, fit = fold == f, fold != f
@@ -61,10 +61,10 @@ def run(task, omega: str, seed: int, n: int = 10_000) -> dict[str, np.ndarray]:
 
         out["S"][ev] = score(head.predict(z[ev]))
         idx = np.flatnonzero(fit)
-        half = make_folds(y[idx], 2, gen)
+        half = make_folds(len(idx), 2, gen)
         for name, sub in (("A", idx[half == 0]), ("B", idx[half == 1])):
             out[name][ev] = score(np.exp(head.refit(z[sub], y[sub])(z[ev])))
-            quarter = make_folds(y[sub], 2, gen)
+            quarter = make_folds(len(sub), 2, gen)
             for j in (0, 1):
                 s2 = sub[quarter == j]
                 out[f"{name}{j + 1}"][ev] = score(np.exp(head.refit(z[s2], y[s2])(z[ev])))

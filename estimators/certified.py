@@ -7,7 +7,8 @@ inequality, give an upper confidence bound that holds **whatever the distributio
 No estimator can certify ``H_Ω(Y|Z)`` from below (McAllester & Stratos 2020): this
 module only ever certifies from above.
 
-Construction (THEORY §5.1): split the sample into ``n_folds`` stratified folds; for each
+Construction (THEORY §5.1): split the sample into ``n_folds`` random folds (independent
+of the data, so each evaluation fold is i.i.d. given its head's fitting data); for each
 fold select a head on the other folds (inner validation inside the fitting folds, never
 on the evaluation fold), score it on the fold, and bound the fold's mean score at level
 ``delta / n_folds``. The mean of the fold bounds then holds with probability at least

@@ -650,14 +650,18 @@ class CrossFit:
     half_scores: np.ndarray | None = None
 
 
-def make_folds(y: np.ndarray, n_folds: int, gen: np.random.Generator) -> np.ndarray:
-    """Fold index per sample, stratified by label (shuffled within each class)."""
-    fold = np.empty(len(y), dtype=np.int64)
-    offset = int(gen.integers(n_folds))
-    for c in np.unique(y):
-        idx = gen.permutation(np.flatnonzero(y == c))
-        fold[idx] = (np.arange(len(idx)) + offset) % n_folds
-        offset = (offset + len(idx)) % n_folds
+def make_folds(n: int, n_folds: int, gen: np.random.Generator) -> np.ndarray:
+    """Fold index per sample: a random permutation dealt round-robin (sizes differ by <= 1).
+
+    The assignment depends on nothing but ``n`` and ``gen``, never on the labels: then
+    each evaluation fold is an i.i.d. sample independent of the data its head was fitted
+    on, so its expected score is ``>= H_Ω(Y|Z)`` (THEORY §5.0). Label-stratified folds
+    break that premise: a fold's class counts then mirror the fitting folds' counts, and
+    a head that learned those proportions scores below ``H_Ω(Y|Z)`` in expectation (the
+    class-prior head by ``≈ (K − 1) / 2n``; tested in ``tests/test_certified.py``).
+    """
+    fold = np.empty(n, dtype=np.int64)
+    fold[gen.permutation(n)] = (np.arange(n) + int(gen.integers(n_folds))) % n_folds
     return fold
 
 
@@ -714,7 +718,7 @@ def _cross_fit(
     from estimators.entropies import generalized_entropy
 
     gen = np.random.default_rng(random_state)
-    fold = make_folds(y, n_folds, gen)
+    fold = make_folds(len(y), n_folds, gen)
     # drawn whether or not it is used, so the folds' heads do not depend on learning_curve
     half_gen = np.random.default_rng(int(gen.integers(2**63 - 1)))
     scores = np.empty(len(y))
@@ -739,7 +743,7 @@ def _cross_fit(
         plugin[ev] = generalized_entropy(mixed, omega=omega, alpha=alpha)
         if half is not None and head.refit is not None:
             idx = np.flatnonzero(fit)
-            sub = idx[make_folds(y[idx], 2, half_gen) == 0]
+            sub = idx[make_folds(len(idx), 2, half_gen) == 0]
             proba_half = np.exp(head.refit(z[sub], y[sub])(z[ev]))
             half[ev] = mixed_scores(proba_half, y[ev], omega=omega, alpha=alpha, eps=eps)
         fitted.append(head)

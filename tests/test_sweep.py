@@ -182,7 +182,7 @@ def test_sweep_section_is_checked_and_measure_rows_recorded(tmp_path):
     with pytest.raises(ValidationError, match="measure_samples must be an int >= 1"):
         load_manifest(path)
     path.write_text(
-        '[sweep]\nevaluate = false\nmeasures = true\nmeasure_samples = 64\n'
+        "[sweep]\nevaluate = false\nmeasures = true\nmeasure_samples = 64\n"
         '[train]\narch = "mlp"\nepochs = 1\n'
     )
     (record,) = run_sweep(load_manifest(path), progress=False)
