@@ -146,9 +146,15 @@ def _log_normalize(logits: np.ndarray) -> np.ndarray:
 
 
 def _standardizer(z: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Centre and scale each column; a column constant up to rounding keeps scale 1.
+
+    "Constant" is relative to the column's own magnitude, so the map (and every head
+    built on it) is the same for ``z`` and ``c * z`` at any scale ``c``.
+    """
     mu = z.mean(0)
     sd = z.std(0)
-    sd = np.where(sd > 1e-12 * max(1.0, float(np.abs(z).max())), sd, 1.0)
+    size = np.abs(z).max(0) if len(z) else np.zeros(z.shape[1:])
+    sd = np.where(sd > 64 * np.finfo(np.float64).eps * size, sd, 1.0)
     return lambda x: (x - mu) / sd
 
 
@@ -190,9 +196,13 @@ def _feature_map(z: np.ndarray, features: str) -> Callable[[np.ndarray], np.ndar
         return lambda x: x
     if features == "ica":
         return _ica_map(z)
-    qmap = _quantile_map(z)
-    std = _standardizer(qmap(z))
-    return lambda x: std(qmap(x))
+    # standardized first: the quantile map is invariant to that (an increasing affine map
+    # of each column) except for its absolute tolerance at the extreme knots, which would
+    # otherwise send every value of a column of scale <~ 1e-7 to a bound
+    pre = _standardizer(z)
+    qmap = _quantile_map(pre(z))
+    std = _standardizer(qmap(pre(z)))
+    return lambda x: std(qmap(pre(x)))
 
 
 _BOUNDS = 1e-7  # probabilities kept inside [_BOUNDS, 1 - _BOUNDS] before the normal ppf
@@ -321,9 +331,11 @@ def _fit_gaussian(
 ) -> Predictor:
     from sklearn.covariance import ledoit_wolf
 
-    fmap = _feature_map(z, features) if features == "quantile" else None
-    if fmap is not None:
-        inner = _fit_gaussian(fmap(z), y, k, covariance=covariance)
+    if features != "none":
+        # the same map the candidate was scored on in ``select_head``: Ledoit–Wolf shrinks
+        # towards a multiple of the identity, which is not scale-equivariant per column
+        fmap = _feature_map(z, features)
+        inner = _fit_gaussian(fmap(z), y, k, covariance=covariance, features="none")
         return lambda x: inner(fmap(x))
 
     d = z.shape[1]
@@ -335,7 +347,8 @@ def _fit_gaussian(
 
     def shrunk(r: np.ndarray) -> np.ndarray:
         cov, _ = ledoit_wolf(r, assume_centered=True)
-        return cov + (1e-9 * np.trace(cov) / d + 1e-12) * np.eye(d)
+        scale = np.trace(cov) / d  # a relative jitter: the head must not depend on units
+        return cov + (1e-9 * scale if scale > 0 else 1.0) * np.eye(d)
 
     if covariance == "shared":
         resid = np.concatenate([z[y == c] - means[i] for i, c in enumerate(classes)])

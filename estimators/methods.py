@@ -247,11 +247,16 @@ def ksg(
         hint=f"each class needs more than k samples (smallest class has {small})",
     )
     radius2 = np.empty(n)
+    z = z - z.mean(0)  # distances are translation invariant; centred, they round less
     for c in np.flatnonzero(class_counts):
         idx = np.flatnonzero(y == c)
         d2, _ = knn_search(z[idx], z[idx], k, exclude_self=True, device=device)
         radius2[idx] = d2[:, -1]
-    m = count_within(z, z, radius2, device=device) - 1  # exclude the point itself
+    # the k-th neighbour lies *on* the radius: widen it by the rounding error of the
+    # |q|² − 2q·x + |x|² distances count_within uses, so that neighbour is always counted
+    sq = (z * z).sum(1)
+    slack = 64 * np.finfo(np.float64).eps * (sq + sq.max())
+    m = count_within(z, z, radius2 + slack, device=device) - 1  # exclude the point itself
     m = np.maximum(m, k)
     prior = class_counts / n
     terms_i = digamma(n) + digamma(k) - digamma(class_counts[y]) - digamma(m)
@@ -282,7 +287,10 @@ def _gaussian_posterior(
             emp = x.T @ x / max(1, len(x))
             mu = np.trace(emp) / d
             cov = (1 - shrinkage) * emp + shrinkage * mu * np.eye(d)
-        return cov + 1e-9 * np.trace(cov) / d * np.eye(d) + 1e-12 * np.eye(d)
+        # a jitter relative to the covariance's own scale (an absolute one would swamp
+        # features of scale <~ 1e-6: the estimate must not depend on the units)
+        scale = np.trace(cov) / d
+        return cov + (1e-9 * scale if scale > 0 else 1.0) * np.eye(d)
 
     if covariance == "shared":
         resid = np.concatenate([z_fit[y_fit == c] - means[c] for c in means])
