@@ -609,7 +609,7 @@ def select_head(
     best: tuple[float, str, dict[str, Any], float] | None = None
     mapped: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # feature maps fitted once
     for name, hp in _candidates(heads, len(tr), z.shape[1], n_classes):
-        feats = hp.get("features", "standard")
+        feats = hp.get("features", "none")  # heads without a map take the features as given
         if feats not in mapped:
             fmap = _feature_map(z[tr], feats)
             mapped[feats] = (fmap(z[tr]), fmap(z[va]))

@@ -375,3 +375,26 @@ def test_quantile_map_is_scikit_learns_quantile_transformer():
         fitted = _quantile_map(z)
         for x in (z, 4.0 * gen.normal(size=(200, z.shape[1])), z[:20] + 1e-9):
             np.testing.assert_array_equal(fitted(x), qt.transform(x))
+
+
+def test_scores_head_is_scored_on_the_logits_it_predicts_with():
+    """Features that are the logits of the true posterior: the ``scores`` head (softmax,
+    temperature 1) is the Bayes predictor. It used to be scored and calibrated on
+    *standardized* logits inside the selection (inner log loss 1.08, worse than the class
+    prior's 0.99) and so was never chosen, while its real held-out loss is 0.60."""
+    from estimators.heads import select_head
+
+    gen = np.random.default_rng(0)
+    k = 4
+    z = gen.normal(size=(6000, k)) * 2.0 + np.array([3.0, 0.0, -1.0, 0.5])
+    post = np.exp(z - z.max(1, keepdims=True))
+    post /= post.sum(1, keepdims=True)
+    y = (gen.uniform(size=(6000, 1)) > np.cumsum(post, 1)).sum(1)
+    head = select_head(z[:3000], y[:3000], n_classes=k, heads=("prior", "scores"), random_state=0)
+    assert head.name == "scores"
+    assert abs(head.params["temperature"] - 1.0) < 0.1
+    heldout = mixed_scores(head.predict(z[3000:]), y[3000:], omega="shannon").mean()
+    truth = float(-(post[3000:] * np.log(post[3000:])).sum(1).mean())
+    assert abs(heldout - truth) < 0.05
+    # inner validation: 600 points, so about +-0.03 of noise around the truth (0.57)
+    assert head.inner_scores["scores"] < min(0.7, head.inner_scores["prior"])
