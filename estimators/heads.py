@@ -200,8 +200,9 @@ def _feature_map(z: np.ndarray, features: str) -> Callable[[np.ndarray], np.ndar
     # of each column) except for its absolute tolerance at the extreme knots, which would
     # otherwise send every value of a column of scale <~ 1e-7 to a bound
     pre = _standardizer(z)
-    qmap = _quantile_map(pre(z))
-    std = _standardizer(qmap(pre(z)))
+    zp = pre(z)
+    qmap = _quantile_map(zp)
+    std = _standardizer(qmap(zp))
     return lambda x: std(qmap(pre(x)))
 
 
