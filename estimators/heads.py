@@ -321,6 +321,17 @@ def _fit_logistic(
     return predict
 
 
+def jittered(cov: np.ndarray) -> np.ndarray:
+    """``cov`` plus a jitter relative to its own scale, so Cholesky never fails.
+
+    Relative, not absolute: an absolute one would swamp features of scale <~ 1e-6, and
+    the Gaussian heads and method must not depend on the units of the features.
+    """
+    d = cov.shape[0]
+    scale = np.trace(cov) / d
+    return cov + (1e-9 * scale if scale > 0 else 1.0) * np.eye(d)
+
+
 def _fit_gaussian(
     z: np.ndarray,
     y: np.ndarray,
@@ -339,7 +350,6 @@ def _fit_gaussian(
         inner = _fit_gaussian(fmap(z), y, k, covariance=covariance, features="none")
         return lambda x: inner(fmap(x))
 
-    d = z.shape[1]
     counts = np.bincount(y, minlength=k)
     classes = np.flatnonzero(counts >= 2)
     if len(classes) < 2:  # too few samples per class to fit Gaussians
@@ -348,8 +358,7 @@ def _fit_gaussian(
 
     def shrunk(r: np.ndarray) -> np.ndarray:
         cov, _ = ledoit_wolf(r, assume_centered=True)
-        scale = np.trace(cov) / d  # a relative jitter: the head must not depend on units
-        return cov + (1e-9 * scale if scale > 0 else 1.0) * np.eye(d)
+        return jittered(cov)
 
     if covariance == "shared":
         resid = np.concatenate([z[y == c] - means[i] for i, c in enumerate(classes)])

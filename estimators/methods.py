@@ -275,6 +275,8 @@ def _gaussian_posterior(
     from scipy.special import logsumexp
     from sklearn.covariance import ledoit_wolf
 
+    from estimators.heads import jittered
+
     d = z_fit.shape[1]
     log_lik = np.full((len(z_eval), n_classes), -np.inf)
     counts = np.bincount(y_fit, minlength=n_classes)
@@ -287,10 +289,7 @@ def _gaussian_posterior(
             emp = x.T @ x / max(1, len(x))
             mu = np.trace(emp) / d
             cov = (1 - shrinkage) * emp + shrinkage * mu * np.eye(d)
-        # a jitter relative to the covariance's own scale (an absolute one would swamp
-        # features of scale <~ 1e-6: the estimate must not depend on the units)
-        scale = np.trace(cov) / d
-        return cov + (1e-9 * scale if scale > 0 else 1.0) * np.eye(d)
+        return jittered(cov)
 
     if covariance == "shared":
         resid = np.concatenate([z_fit[y_fit == c] - means[c] for c in means])
