@@ -24,6 +24,12 @@ Head family (``HEADS``):
 ``scores``
     When the features are ``n_classes`` scores (a logits layer): their softmax, with a
     fitted temperature. The network's own prediction is then one of the candidates.
+``table``
+    When feature rows repeat (discrete codes, binarized or quantized features): label
+    frequencies of each distinct row, shrunk towards the class frequencies by a
+    pseudo-count chosen on the inner split; rows never seen in fitting get the class
+    frequencies. Tried only when the fitting rows hold at most half as many distinct
+    rows as samples.
 
 ``logistic``, ``gaussian`` and ``mlp`` also come on quantile-normalized features (each
 coordinate mapped through its empirical CDF to a standard normal), which undoes monotone
@@ -260,6 +266,51 @@ def _fit_scores(z: np.ndarray, y: np.ndarray, k: int, **_: Any) -> Predictor:
     return lambda x: _log_normalize(np.asarray(x, dtype=np.float64))
 
 
+def _as_rows(x: np.ndarray) -> np.ndarray:
+    """One opaque value per row (its bytes; ``-0.0`` made ``0.0``), for exact matching."""
+    a = np.ascontiguousarray(np.asarray(x, dtype=np.float64) + 0.0)
+    return a.view(np.dtype((np.void, a.dtype.itemsize * a.shape[1]))).ravel()
+
+
+def row_encoder(data: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """Code each row of ``data`` by its index among the distinct rows.
+
+    Returns the codes and the encoder of new rows (``-1`` for a row equal to no row of
+    ``data``).
+    """
+    uniq, codes = np.unique(_as_rows(data), return_inverse=True)
+
+    def encode(x: np.ndarray) -> np.ndarray:
+        rows = _as_rows(x)
+        pos = np.minimum(np.searchsorted(uniq, rows), len(uniq) - 1)
+        return np.where(uniq[pos] == rows, pos, -1).astype(np.int64)
+
+    return codes.ravel().astype(np.int64), encode
+
+
+def _fit_table(
+    z: np.ndarray, y: np.ndarray, k: int, *, pseudo_count: float = 1.0, **_: Any
+) -> Predictor:
+    """Label frequencies per distinct row, shrunk towards the class frequencies.
+
+    ``q(y|c) = (n_cy + a π_y) / (n_c + a)`` with ``π`` the (add-½) class frequencies and
+    ``a = pseudo_count``; rows never seen in ``z`` get ``π``.
+    """
+    prior = (np.bincount(y, minlength=k) + 0.5) / (len(y) + 0.5 * k)
+    codes, encode = row_encoder(z)
+    counts = np.zeros((int(codes.max()) + 1, k))
+    np.add.at(counts, (codes, y), 1.0)
+    post = np.log((counts + pseudo_count * prior) / (counts.sum(1, keepdims=True) + pseudo_count))
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        c = encode(x)
+        out = np.broadcast_to(np.log(prior), (len(x), k)).copy()
+        out[c >= 0] = post[c[c >= 0]]
+        return out
+
+    return predict
+
+
 def _fit_logistic(
     z: np.ndarray,
     y: np.ndarray,
@@ -481,14 +532,31 @@ HEADS: dict[str, Callable[..., Predictor]] = {
     "gaussian": _fit_gaussian,
     "knn": _fit_knn,
     "mlp": _fit_mlp,
+    "table": _fit_table,
 }
-DEFAULT_HEADS: tuple[str, ...] = ("prior", "scores", "logistic", "gaussian", "knn", "mlp")
+DEFAULT_HEADS: tuple[str, ...] = (
+    "prior",
+    "scores",
+    "table",
+    "logistic",
+    "gaussian",
+    "knn",
+    "mlp",
+)
 
 
 def _candidates(
-    heads: Sequence[str], n_fit: int, n_features: int, n_classes: int = 0
+    heads: Sequence[str],
+    n_fit: int,
+    n_features: int,
+    n_classes: int = 0,
+    n_distinct: int | None = None,
 ) -> list[tuple[str, dict[str, Any]]]:
-    """Return the grid of (head, hyper-parameters) tried on the inner split."""
+    """Return the grid of (head, hyper-parameters) tried on the inner split.
+
+    ``n_distinct`` (distinct rows among the ``n_fit``; all distinct when ``None``) gates
+    the ``table`` head: it needs rows that repeat.
+    """
     out: list[tuple[str, dict[str, Any]]] = []
     for name in heads:
         if name not in HEADS:
@@ -511,6 +579,9 @@ def _candidates(
                 out += [("scores", {})]
         elif name == "knn":
             out += [("knn", {"n_neighbors": k}) for k in (10, 30, 100) if k <= n_fit // 2]
+        elif name == "table":
+            if n_distinct is not None and 2 * n_distinct <= n_fit:
+                out += [("table", {"pseudo_count": a * n_classes}) for a in (0.1, 0.5, 2.0)]
         else:
             out += [(name, {})]
     return out
@@ -618,7 +689,8 @@ def select_head(
     scores: dict[str, float] = {}
     best: tuple[float, str, dict[str, Any], float] | None = None
     mapped: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # feature maps fitted once
-    for name, hp in _candidates(heads, len(tr), z.shape[1], n_classes):
+    n_distinct = len(np.unique(_as_rows(z[tr]))) if "table" in heads else None
+    for name, hp in _candidates(heads, len(tr), z.shape[1], n_classes, n_distinct):
         feats = hp.get("features", "none")  # heads without a map take the features as given
         if feats not in mapped:
             fmap = _feature_map(z[tr], feats)

@@ -398,3 +398,61 @@ def test_scores_head_is_scored_on_the_logits_it_predicts_with():
     assert abs(heldout - truth) < 0.05
     # inner validation: 600 points, so about +-0.03 of noise around the truth (0.57)
     assert head.inner_scores["scores"] < min(0.7, head.inner_scores["prior"])
+
+
+def _coded_draw(n_codes: int, k: int, n: int, seed: int) -> tuple[np.ndarray, ...]:
+    post = np.random.default_rng(n_codes).dirichlet(np.ones(k), size=n_codes)
+    gen = np.random.default_rng(seed)
+    codes = gen.integers(0, n_codes, n)
+    y = np.minimum((np.cumsum(post[codes], 1) < gen.uniform(size=(n, 1))).sum(1), k - 1)
+    return codes, y, post
+
+
+def test_table_head_matches_a_counting_reference():
+    from estimators.heads import row_encoder
+
+    gen = np.random.default_rng(0)
+    z = gen.integers(-2, 3, size=(400, 2)).astype(float)
+    z[z == 0] = -0.0  # signed zeros are the same feature value
+    y = gen.integers(0, 3, 400)
+    q = np.array([[1.0, 0.0], [7.0, 7.0], [-2.0, 2.0]])
+    logp = HEADS["table"](z, y, 3, pseudo_count=1.5)(q)
+    prior = (np.bincount(y, minlength=3) + 0.5) / (400 + 1.5)
+    for row, lp in zip(q, logp, strict=True):
+        same = np.all(z == row, axis=1)
+        counts = np.bincount(y[same], minlength=3)
+        want = (counts + 1.5 * prior) / (counts.sum() + 1.5) if same.any() else prior
+        np.testing.assert_allclose(np.exp(lp), want, rtol=1e-12)
+    codes, encode = row_encoder(z)
+    assert len(np.unique(codes)) == len(np.unique(z + 0.0, axis=0))
+    np.testing.assert_array_equal(encode(z), codes)
+
+
+def test_table_head_is_tried_only_when_rows_repeat():
+    from estimators.heads import select_head
+
+    gen = np.random.default_rng(1)
+    y = gen.integers(0, 2, 600)
+    continuous = gen.normal(size=(600, 2)) + y[:, None]
+    coded = np.round(continuous).astype(float)
+    for z, tried in ((continuous, False), (coded, True)):
+        record = select_head(z, y, n_classes=2, random_state=0).inner_scores
+        assert any(name.startswith("table") for name in record) is tried
+
+
+def test_auto_reads_discrete_codes_through_their_label_table():
+    """Integer codes with an exact finite joint: the codes used to reach the heads as one
+    ordered number. 20 codes x 4 classes, n = 3000: mean bias +0.035 before the ``table``
+    head (+0.017 with it); 5 codes x 10 classes, n = 1000: readings down to 0.084 *below*
+    the truth before, none below it now."""
+    biases = []
+    for seed in range(4):
+        codes, y, post = _coded_draw(20, 4, 3000, seed)
+        est = estimators.conditional_entropy(codes, y, random_state=seed, n_bootstrap=0)
+        assert "table" in [h["name"] for h in est.params["heads"]]
+        biases.append(est.value - float(estimators.generalized_entropy(post).mean()))
+    assert np.mean(biases) < 0.025
+    for seed in range(4):
+        codes, y, post = _coded_draw(5, 10, 1000, seed)
+        est = estimators.conditional_entropy(codes, y, random_state=seed, n_bootstrap=0)
+        assert est.value > float(estimators.generalized_entropy(post).mean()) - 0.03
