@@ -545,6 +545,9 @@ DEFAULT_HEADS: tuple[str, ...] = (
 )
 
 
+_LONG_MLP: dict[str, Any] = {"weight_decay": 1e-3, "epochs": 300, "patience": 10}
+
+
 def _candidates(
     heads: Sequence[str],
     n_fit: int,
@@ -574,6 +577,10 @@ def _candidates(
                     out += [("gaussian", {"covariance": "per_class", "features": feats})]
         elif name == "mlp":
             out += [("mlp", {"features": "standard"})]
+            # lighter weight decay, longer budget, once there are >= 2 rows per weight: sharp
+            # posteriors that the default stops underfitted (0.147 -> 0.070 nats, d = 6, K = 4)
+            if n_fit >= 2 * 128 * (n_features + n_classes):
+                out += [("mlp", {"features": "standard", **_LONG_MLP})]
         elif name == "scores":
             if n_features == n_classes:
                 out += [("scores", {})]
