@@ -20,7 +20,9 @@ Head family (``HEADS``):
 ``knn``
     Neighbour label frequencies with additive smoothing, ``k`` chosen on the inner split.
 ``mlp``
-    One hidden ReLU layer trained with Adam (NumPy), early stopping on the inner split.
+    One hidden ReLU layer trained with Adam (NumPy), early stopping on the inner split;
+    with at least two fitting rows per weight also a lighter-regularized, longer-trained
+    candidate.
 ``scores``
     When the features are ``n_classes`` scores (a logits layer): their softmax, with a
     fitted temperature. The network's own prediction is then one of the candidates.
