@@ -497,3 +497,42 @@ def test_auto_fits_a_sharp_low_dimensional_posterior():
         est = estimators.conditional_entropy(z, y, random_state=seed, n_bootstrap=0)
         truth = float(estimators.generalized_entropy(post).mean())
         assert truth - 0.01 < est.value < truth + 0.05
+
+
+def test_auto_finds_a_few_informative_columns_among_many():
+    """4 informative Gaussian-mixture columns (K = 3) among 252 pure-noise ones, n = 1000:
+    every dense head overfits the noise; logistic regression on the columns that rank
+    first by their class-mean differences (chosen inside the fitting data) does not."""
+    from scipy.special import logsumexp
+
+    means = np.random.default_rng(25).normal(size=(3, 4)) * 1.5
+    big = np.random.default_rng(999)
+    yb = big.integers(0, 3, 200_000)
+    zb = means[yb] + big.normal(size=(200_000, 4))
+    ll = -0.5 * ((zb[:, None, :] - means[None]) ** 2).sum(-1)
+    post = np.exp(ll - logsumexp(ll, 1, keepdims=True))
+    truth = float(estimators.generalized_entropy(post).mean())
+    for seed in range(2):
+        gen = np.random.default_rng(seed)
+        y = gen.integers(0, 3, 1000)
+        z = np.c_[means[y] + gen.normal(size=(1000, 4)), gen.normal(size=(1000, 252))]
+        est = estimators.conditional_entropy(z, y, random_state=seed, n_bootstrap=0)
+        assert truth - 0.03 < est.value < truth + 0.06, (est.value, truth)
+        ub = estimators.conditional_entropy_upper_bound(z, y, random_state=seed)
+        assert truth <= ub.value < truth + 0.2
+
+
+def test_screened_columns_rank_by_class_mean_differences():
+    from estimators.heads import screened_columns
+
+    gen = np.random.default_rng(0)
+    y = gen.integers(0, 2, 500)
+    z = gen.normal(size=(500, 6))
+    z[:, 4] += 3.0 * y  # strong
+    z[:, 1] += 0.8 * y  # weaker
+    z[:, 2] = 7.0  # constant: last
+    z[:, 5] = y * 1e-9  # separates exactly, at any scale: first
+    assert screened_columns(z, y, 2, 3).tolist() == [1, 4, 5]
+    assert 2 not in screened_columns(z, y, 2, 5).tolist()
+    # unit- and origin-free
+    assert screened_columns(z * np.arange(1, 7) + 5.0, y, 2, 3).tolist() == [1, 4, 5]
