@@ -318,3 +318,17 @@ def test_euclidean_estimates_do_not_depend_on_the_unit_or_origin(method):
     ]
     np.testing.assert_allclose(values, values[0], rtol=1e-6)
     assert values[0] < 0.7
+
+
+@pytest.mark.parametrize("omega", ["shannon", "squared", "sparsemax", "tsallis", "zero_one"])
+def test_max_entropy_is_the_uniform_entropy_and_never_below_it(omega):
+    """The cap of every certified bound: closed forms (the sum over the uniform
+    distribution rounds up to 1.8e-15 below ``log K``), never below ``H_Ω(uniform)``."""
+    import math
+
+    for k in (2, 3, 7, 10, 100, 1000):
+        cap = max_entropy(k, omega=omega, alpha=1.7)
+        uniform = float(generalized_entropy(np.full(k, 1.0 / k), omega=omega, alpha=1.7))
+        assert abs(cap - uniform) < 1e-13
+        if omega == "shannon":
+            assert cap == math.log(k)
