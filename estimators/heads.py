@@ -23,7 +23,7 @@ Head family (``HEADS``):
 ``mlp``
     One hidden ReLU layer trained with Adam (NumPy), early stopping on the inner split;
     with at least one fitting row per weight also a lighter-regularized, longer-trained
-    candidate.
+    candidate, on standardized and on quantile-normalized features.
 ``scores``
     When the features are ``n_classes`` scores (a logits layer): their softmax, with a
     fitted temperature. The network's own prediction is then one of the candidates.
@@ -624,8 +624,10 @@ def _candidates(
             out += [("mlp", {"features": "standard"})]
             # lighter weight decay, longer budget, once there is >= 1 row per weight: sharp
             # posteriors that the default stops underfitted (0.147 -> 0.070 nats, d = 6, K = 4)
+            # and on quantile-normalized features: heavy tails (Cauchy location mixture,
+            # d = 4, K = 3, 2,000 rows: excess 0.04 against 0.48 on standardized features)
             if n_fit >= 128 * (n_features + n_classes):
-                out += [("mlp", {"features": "standard", **_LONG_MLP})]
+                out += [("mlp", {"features": f, **_LONG_MLP}) for f in ("standard", "quantile")]
         elif name == "scores":
             if n_features == n_classes:
                 out += [("scores", {})]
