@@ -256,8 +256,13 @@ def _quantile_map(z: np.ndarray, n_quantiles: int = 1000) -> Callable[[np.ndarra
     return transform
 
 
+def _class_prior(y: np.ndarray, k: int) -> np.ndarray:
+    """Class frequencies with add-½ smoothing (no class gets probability 0)."""
+    return (np.bincount(y, minlength=k) + 0.5) / (len(y) + 0.5 * k)
+
+
 def _fit_prior(z: np.ndarray, y: np.ndarray, k: int, **_: Any) -> Predictor:
-    logp = np.log((np.bincount(y, minlength=k) + 0.5) / (len(y) + 0.5 * k))
+    logp = np.log(_class_prior(y, k))
     return lambda x: np.broadcast_to(logp, (len(x), k)).copy()
 
 
@@ -299,7 +304,7 @@ def _fit_table(
     ``q(y|c) = (n_cy + a π_y) / (n_c + a)`` with ``π`` the (add-½) class frequencies and
     ``a = pseudo_count``; rows never seen in ``z`` get ``π``.
     """
-    prior = (np.bincount(y, minlength=k) + 0.5) / (len(y) + 0.5 * k)
+    prior = _class_prior(y, k)
     codes, encode = row_encoder(z)
     counts = np.zeros((int(codes.max()) + 1, k))
     np.add.at(counts, (codes, y), 1.0)
@@ -521,7 +526,7 @@ def _fit_mlp(
         gen.normal(size=(d, hidden)) * np.sqrt(2.0 / d),
         np.zeros(hidden),
         gen.normal(size=(hidden, k)) * np.sqrt(1.0 / hidden),
-        np.log((np.bincount(y, minlength=k) + 0.5) / (n + 0.5 * k)),
+        np.log(_class_prior(y, k)),
     ]
     m1 = [np.zeros_like(p) for p in params]
     m2 = [np.zeros_like(p) for p in params]
