@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import pathlib
@@ -40,7 +41,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from clt_gen._io import atomic_write_text
+from clt_gen._io import atomic_write_bytes, atomic_write_text
 from clt_gen.errors import DataError, ValidationError, unknown_name_error
 from clt_gen.features import INPUT_LAYER, _projection, _reduce, hooked
 from clt_gen.sources import Source, as_source
@@ -262,13 +263,20 @@ def _load_arrays(root: pathlib.Path, state: dict[str, Any]) -> dict[str, np.ndar
     return out
 
 
-def _truncate(root: pathlib.Path, state: dict[str, Any], counts: dict[str, int]) -> None:
-    """Cut every file back to the rows recorded in ``state`` (drops a half-written batch)."""
+def _truncate(root: pathlib.Path, state: dict[str, Any]) -> None:
+    """Cut every file back to the rows recorded in ``state`` (drops a half-written batch).
+
+    Files the last commit does not list (written before it, or never committed) are
+    emptied: their rows would otherwise sit in front of the rows a resumed pass appends.
+    """
+    sizes = {}
     for name, spec in state.get("arrays", {}).items():
         row_bytes = np.dtype(spec["dtype"]).itemsize * int(np.prod(spec["row"], dtype=np.int64))
-        rows = counts["kept"] if name.startswith("f:") else counts["rows"]
-        with open(root / f"{_safe(name)}.bin", "r+b") as fh:
-            fh.truncate(rows * row_bytes)
+        rows = state["kept"] if name.startswith("f:") or name == "kept" else state["rows"]
+        sizes[f"{_safe(name)}.bin"] = int(rows) * row_bytes
+    for path in root.glob("*.bin"):
+        with open(path, "r+b") as fh:
+            fh.truncate(sizes.get(path.name, 0))
 
 
 def _digests(x: torch.Tensor) -> np.ndarray:
@@ -312,11 +320,13 @@ def _cache_root(cache_dir: Any, parts: dict[str, Any], source: Source) -> pathli
 
 
 def _resume_state(root: pathlib.Path | None) -> dict[str, Any]:
-    if root is None or not (root / "progress.json").exists():
+    if root is None:
         return {"rows": 0, "kept": 0, "complete": False}
-    state: dict[str, Any] = json.loads((root / "progress.json").read_text())
+    state: dict[str, Any] = {"rows": 0, "kept": 0, "complete": False}
+    if (root / "progress.json").exists():
+        state = json.loads((root / "progress.json").read_text())
     if not state.get("complete"):
-        _truncate(root, state, {"rows": state["rows"], "kept": state["kept"]})
+        _truncate(root, state)
     return state
 
 
@@ -324,8 +334,6 @@ def _finish(sink: _Sink, state: dict[str, Any], layers: list[str], probe: Any) -
     arrays = sink.arrays()
     if "labels" not in arrays:
         raise DataError("the data yielded no batches; it must hold at least one example")
-    if sink.root is not None and probe is not None:
-        torch.save({"x": probe[0], "y": probe[1]}, sink.root / "probe.pt")
     if sink.root is not None and (sink.root / "probe.pt").exists() and probe is None:
         saved = torch.load(sink.root / "probe.pt", weights_only=True)
         probe = (saved["x"], saved["y"])
@@ -436,6 +444,10 @@ def stream_pass(
     if state["complete"]:
         return _finish(sink, {**state, "from_cache": True}, spec.layers, None)
     probe = _run_batches(model, source, sink, state, spec)
+    if root is not None and probe is not None:  # before the commit that marks the pass done
+        buf = io.BytesIO()
+        torch.save({"x": probe[0], "y": probe[1]}, buf)
+        atomic_write_bytes(root / "probe.pt", buf.getvalue())
     state["complete"] = True
     sink.commit(state)
     sink.close()

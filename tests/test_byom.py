@@ -424,3 +424,44 @@ def _fake_fashion(tmp_path):
         with gzip.open(root / f"{stem}-labels-idx1-ubyte.gz", "wb") as f:
             f.write(struct.pack(">II", 2049, n) + y.tobytes())
     return root
+
+
+@pytest.mark.parametrize("commit_every", [0.0, 1e9])
+def test_killed_pass_resumes_from_committed_rows_only(tmp_path, commit_every):
+    """A kill leaves rows written after the last commit (or before any): a rerun drops them."""
+    net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    x, y = _vectors(100, 0)
+    src = as_source((x, y), name="train", batch_size=10)
+    keep = np.arange(0, 100, 3)
+    kw = {"layers": ["0"], "progress": False, "keep": keep, "digests": True, "probe_rows": 5}
+    ref = stream_pass(net, src, **kw)
+    calls = {"n": 0}
+
+    class Flaky(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = net
+
+        def forward(self, t):
+            calls["n"] += 1
+            if calls["n"] == 7:
+                raise KeyboardInterrupt
+            return self.inner(t)
+
+    kw2 = {**kw, "layers": ["inner.0"], "cache_dir": tmp_path, "cache_parts": {"m": 1}}
+    with pytest.raises(KeyboardInterrupt):
+        stream_pass(Flaky(), src, **kw2, commit_every=commit_every)
+    (root,) = tmp_path.glob("pass-*")
+    for path in root.glob("*.bin"):  # what a writer killed mid-batch leaves behind
+        with open(path, "ab") as fh:
+            fh.write(b"\x07" * 24)
+    calls["n"] = -100
+    out = stream_pass(Flaky(), src, **kw2, commit_every=commit_every)
+    np.testing.assert_array_equal(out.labels, ref.labels)
+    np.testing.assert_array_equal(out.scores, ref.scores)
+    np.testing.assert_array_equal(out.kept, ref.kept)
+    np.testing.assert_array_equal(out.features["inner.0"], ref.features["0"])
+    np.testing.assert_array_equal(out.digests, ref.digests)
+    again = stream_pass(Flaky(), src, **kw2)
+    assert again.from_cache and torch.equal(again.probe[0], ref.probe[0])
+    np.testing.assert_array_equal(again.kept, ref.kept)
