@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from clt_gen._io import atomic_write_text
+
 RESULTS = pathlib.Path(__file__).parent / "results"
 
 
@@ -31,7 +33,7 @@ def peak_rss_mb() -> float:
 
 def save(name: str, rows: list[dict[str, Any]]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps({**machine(), "rows": rows}, indent=1))
+    atomic_write_text((RESULTS / f"{name}.json"), json.dumps({**machine(), "rows": rows}, indent=1))
 
 
 def best_of(fn: Any, repeats: int = 3) -> float:

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
+from clt_gen._io import atomic_write_text
 from estimators import neighbors
 from estimators.neighbors import _block_rows, knn_search
 
@@ -150,7 +151,8 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row))
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(
+    atomic_write_text(
+        OUT,
         json.dumps(
             {
                 "machine": f"{platform.machine()} {os.cpu_count()} cores",
@@ -159,7 +161,7 @@ def main() -> None:
                 "rows": rows,
             },
             indent=1,
-        )
+        ),
     )
 
 

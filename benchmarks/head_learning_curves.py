@@ -28,6 +28,8 @@ import time
 
 import numpy as np
 
+from clt_gen._io import atomic_write_text
+
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import estimators_accuracy as battery  # noqa: E402
 
@@ -106,7 +108,9 @@ def main() -> None:
     tasks = {t.name: t for t in battery.mixture_tasks() + battery.teacher_tasks(pools)}
     rows = [r for name in TASKS for s in args.seeds for r in curve(tasks[name], s, args.sizes)]
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"seeds": args.seeds, "sizes": args.sizes, "rows": rows}, indent=1))
+    atomic_write_text(
+        OUT, json.dumps({"seeds": args.seeds, "sizes": args.sizes, "rows": rows}, indent=1)
+    )
     print(table(rows))
 
 

@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 
+from clt_gen._io import atomic_write_text
 from clt_gen.population import by_stratum, granulated_kendall, kendall_tau, pgdl_score
 from clt_gen.report import Report
 from clt_gen.sweep import run_sweep
@@ -168,7 +169,7 @@ def write_markdown(
             f"{len(d['held'])}) | {np.mean(d['slack']):.4f} |"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -184,8 +185,8 @@ def main() -> None:
     if previous.exists() and secs < 0.2 * sum(r["seconds"] for r in records) / args.workers:
         secs = json.loads(previous.read_text())["seconds"]  # nothing ran: keep the measured time
     rows, bounds = table(records)
-    pathlib.Path(args.out, "population.json").write_text(
-        json.dumps({"rows": rows, "seconds": secs})
+    atomic_write_text(
+        pathlib.Path(args.out, "population.json"), json.dumps({"rows": rows, "seconds": secs})
     )
     cmd = f"python experiments/population.py --workers {args.workers}"
     write_markdown(pathlib.Path(args.write), rows, bounds, len(records), secs, cmd)

@@ -24,8 +24,10 @@ import time
 import numpy as np
 import torch
 
+from clt_gen._io import atomic_write_bytes, atomic_write_text
 from clt_gen.data import DataConfig, load_dataset, make_splits
 from clt_gen.models import build_model
+from clt_gen.render import png_bytes
 from clt_gen.trainability import TrainabilityProbe, local_pearson, structure_spectrum
 from clt_gen.training import TrainConfig, train
 
@@ -125,7 +127,7 @@ def plots(result: dict, out: pathlib.Path) -> None:
         ax.set_title(f"{key} at initialization")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "predecessor_init_ULG.png", dpi=110)
+    atomic_write_bytes(out / "predecessor_init_ULG.png", png_bytes(fig, dpi=110))
     plt.close(fig)
 
     dyn = result["dynamics"]
@@ -151,7 +153,7 @@ def plots(result: dict, out: pathlib.Path) -> None:
         axes[1, 0].legend(fontsize=7)
         axes[1, 0].set_ylabel(f"local Pearson (window {runs[0]['window']})")
         fig.tight_layout()
-        fig.savefig(out / f"predecessor_dynamics_{arch}.png", dpi=100)
+        atomic_write_bytes(out / f"predecessor_dynamics_{arch}.png", png_bytes(fig, dpi=100))
         plt.close(fig)
 
     losses = result["losses"]
@@ -165,7 +167,7 @@ def plots(result: dict, out: pathlib.Path) -> None:
             ax.set_xlabel("step")
         axes[0, 0].legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(out / "predecessor_lenet_losses.png", dpi=110)
+        atomic_write_bytes(out / "predecessor_lenet_losses.png", png_bytes(fig, dpi=110))
         plt.close(fig)
 
 
@@ -219,7 +221,7 @@ def main() -> None:
         result["losses"].append(
             dynamics(splits, "lenet", None, omega, args.probe_every, args.n_probe, args.seed, runs)
         )
-    (out / "predecessor.json").write_text(json.dumps(result))
+    atomic_write_text((out / "predecessor.json"), json.dumps(result))
     plots(result, out)
     print(f"wrote {out}/predecessor.json and plots")
 

@@ -21,6 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
+from clt_gen._io import atomic_write_text
 from clt_gen.compare import CLT_TERMS, COLUMNS, compare_reports
 from clt_gen.population import kendall_tau
 from clt_gen.sweep import job_id, run_job
@@ -104,7 +105,7 @@ def main() -> None:
     wall = pathlib.Path(args.out) / "wall_seconds.json"
     if secs > 60 or not wall.exists():  # a rerun over finished jobs keeps the measured time
         wall.parent.mkdir(parents=True, exist_ok=True)
-        wall.write_text(json.dumps(secs))
+        atomic_write_text(wall, json.dumps(secs))
     secs = json.loads(wall.read_text())
     dirs = {
         name: pathlib.Path(args.out) / "jobs" / job_id(job) / "eval" for name, job in jobs.items()
@@ -165,7 +166,7 @@ def write(
     ]
     lines += [f"| `{t}` | {tau:+.3f} |" for t, tau in movers]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
