@@ -444,14 +444,19 @@ def stream_pass(
     if state["complete"]:
         return _finish(sink, {**state, "from_cache": True}, spec.layers, None)
     probe = _run_batches(model, source, sink, state, spec)
-    if root is not None and probe is not None:  # before the commit that marks the pass done
+    _complete(sink, state, probe)
+    return _finish(sink, state, spec.layers, probe)
+
+
+def _complete(sink: _Sink, state: dict[str, Any], probe: Any) -> None:
+    """Save the probe rows, then commit the pass as complete (a kill between is safe)."""
+    if sink.root is not None and probe is not None:
         buf = io.BytesIO()
         torch.save({"x": probe[0], "y": probe[1]}, buf)
-        atomic_write_bytes(root / "probe.pt", buf.getvalue())
+        atomic_write_bytes(sink.root / "probe.pt", buf.getvalue())
     state["complete"] = True
     sink.commit(state)
     sink.close()
-    return _finish(sink, state, spec.layers, probe)
 
 
 @dataclass
