@@ -72,7 +72,7 @@ def tables(rows: list[dict]) -> str:
 GROUPS = (
     (
         "Gaussian mixture",
-        lambda t: t.startswith("GM") and "cubic" not in t and "invnet" not in t,
+        lambda t: t.startswith("GM") and not t.endswith(("cubic", "invnet", "mixsinh")),
         {"shannon": (None, 0.85, None), "squared": (None, 0.85, None)},
     ),
     (
@@ -83,6 +83,11 @@ GROUPS = (
     (
         "warped, invertible net",
         lambda t: t.endswith("invnet"),
+        {"shannon": (0.05, 0.85, None), "squared": (0.015, 0.85, None)},
+    ),
+    (
+        "warped, mixed sinh",
+        lambda t: t.endswith("mixsinh"),
         {"shannon": (0.05, 0.85, None), "squared": (0.015, 0.85, None)},
     ),
     (

@@ -6,9 +6,10 @@ Four families with known truth (THEORY §5.4), because each favours different me
     Gaussian mixtures (identity covariance, random means): exact posterior, truth by
     Monte Carlo (400k samples). Every Gaussian-based method is exactly specified here.
 ``warped``
-    The same mixtures pushed through a bijection: ``z + 0.4 z³`` (coordinate-wise) or a
-    random invertible leaky-ReLU network. The truth is unchanged; model-based methods
-    are misspecified.
+    The same mixtures pushed through a bijection: ``z + 0.4 z³`` (coordinate-wise), a
+    random invertible leaky-ReLU network (``invnet``), or ``sinh`` of rotated coordinates
+    followed by a random linear mix (``mixsinh``: warped sources seen through a mixing
+    matrix). The truth is unchanged; model-based methods are misspecified.
 ``teacher``
     Real features with a known teacher: ``Z`` = 32-d PCA of Fashion-MNIST pixels or the
     32-d penultimate layer of a network trained on Fashion-MNIST (seed 0); labels drawn
@@ -101,6 +102,14 @@ def _invertible_net(d: int, seed: int) -> Callable[[np.ndarray], np.ndarray]:
     return f
 
 
+def _mixed_sinh(d: int, seed: int) -> Callable[[np.ndarray], np.ndarray]:
+    """``sinh`` of rotated coordinates, then a random (non-orthogonal) linear mix."""
+    gen = np.random.default_rng(600 + seed)
+    rot = np.linalg.qr(gen.normal(size=(d, d)))[0]
+    mix = gen.normal(size=(d, d)) / np.sqrt(d)
+    return lambda z: np.sinh(1.5 * (z @ rot)) @ mix
+
+
 def mixture_tasks() -> list[Task]:
     tasks = []
     for k, d in ((2, 8), (10, 8), (2, 32), (10, 32)):
@@ -118,7 +127,12 @@ def mixture_tasks() -> list[Task]:
 
         tasks.append(Task("mixture", f"GM K={k} d={d}", k, d, base, truth))
         cubic = lambda z: z + 0.4 * z**3  # noqa: E731
-        for wname, warp in (("cubic", cubic), ("invnet", _invertible_net(d, k))):
+        warps = (
+            ("cubic", cubic),
+            ("invnet", _invertible_net(d, k)),
+            ("mixsinh", _mixed_sinh(d, k)),
+        )
+        for wname, warp in warps:
 
             def draw(n: int, gen: np.random.Generator, _b=base, _w=warp):
                 z, y = _b(n, gen)

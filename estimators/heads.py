@@ -167,14 +167,14 @@ def _standardizer(z: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     return lambda x: (x - mu) / sd
 
 
-def _ica_map(z: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    """Quantile map, FastICA rotation (seeded), quantile map: see :func:`_feature_map`."""
+def _ica_map(z: np.ndarray, first: str = "quantile") -> Callable[[np.ndarray], np.ndarray]:
+    """Map ``first``, FastICA rotation (seeded), quantile map: see :func:`_feature_map`."""
     import warnings
 
     from sklearn.decomposition import FastICA
     from sklearn.exceptions import ConvergenceWarning
 
-    inner = _feature_map(z, "quantile")
+    inner = _feature_map(z, first)
     a = inner(z)
     if len(a) <= a.shape[1] or np.linalg.matrix_rank(a - a.mean(0)) < a.shape[1]:
         return inner  # no rotation to find in degenerate data: the quantile map alone
@@ -197,7 +197,9 @@ def _feature_map(z: np.ndarray, features: str) -> Callable[[np.ndarray], np.ndar
     e.g. heavy tails or saturations), then standardize; ``ica``: ``quantile``, then the
     independent components of the result (FastICA), each mapped through its CDF again:
     one step of iterative Gaussianization, which also undoes a monotone warp of unknown
-    linear combinations of the coordinates.
+    linear combinations of the coordinates; ``ica_linear``: the same on standardized
+    features (no quantile map first), for features that are linear mixtures of warped
+    sources, whose linear structure a quantile map of each coordinate would break.
     """
     if features == "standard":
         return _standardizer(z)
@@ -205,6 +207,8 @@ def _feature_map(z: np.ndarray, features: str) -> Callable[[np.ndarray], np.ndar
         return lambda x: x
     if features == "ica":
         return _ica_map(z)
+    if features == "ica_linear":
+        return _ica_map(z, first="standard")
     # standardized first: the quantile map is invariant to that (an increasing affine map
     # of each column) except for its absolute tolerance at the extreme knots, which would
     # otherwise send every value of a column of scale <~ 1e-7 to a bound
@@ -615,7 +619,7 @@ def _candidates(
             out += [("logistic", {"C": c, "features": "standard"}) for c in (0.1, 1.0)]
             out += [("logistic", {"C": 1.0, "features": "quantile"})]
             if 2 <= n_features <= 64 and n_fit >= max(100, 10 * n_features):
-                out += [("logistic", {"C": 1.0, "features": "ica"})]
+                out += [("logistic", {"C": 1.0, "features": f}) for f in ("ica", "ica_linear")]
             if n_features >= 64:  # a few informative columns among many
                 screened = [{"C": 1.0, "features": "standard", "screen": m} for m in (8, 32)]
                 out += [("logistic", hp) for hp in screened]
