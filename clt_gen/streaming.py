@@ -32,6 +32,7 @@ import json
 import os
 import pathlib
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -269,14 +270,28 @@ def _truncate(root: pathlib.Path, state: dict[str, Any]) -> None:
     Files the last commit does not list (written before it, or never committed) are
     emptied: their rows would otherwise sit in front of the rows a resumed pass appends.
     """
+    sizes = _committed_sizes(state)
+    for path in root.glob("*.bin"):
+        with open(path, "r+b") as fh:
+            fh.truncate(sizes.get(path.name, 0))
+
+
+def _committed_sizes(state: dict[str, Any]) -> dict[str, int]:
+    """Bytes each array file holds at the commit ``state`` records."""
     sizes = {}
     for name, spec in state.get("arrays", {}).items():
         row_bytes = np.dtype(spec["dtype"]).itemsize * int(np.prod(spec["row"], dtype=np.int64))
         rows = state["kept"] if name.startswith("f:") or name == "kept" else state["rows"]
         sizes[f"{_safe(name)}.bin"] = int(rows) * row_bytes
-    for path in root.glob("*.bin"):
-        with open(path, "r+b") as fh:
-            fh.truncate(sizes.get(path.name, 0))
+    return sizes
+
+
+def _intact(root: pathlib.Path, state: dict[str, Any]) -> bool:
+    """Whether every array file of a finished pass holds exactly the rows it recorded."""
+    return all(
+        (root / name).exists() and (root / name).stat().st_size == size
+        for name, size in _committed_sizes(state).items()
+    )
 
 
 def _digests(x: torch.Tensor) -> np.ndarray:
@@ -325,6 +340,13 @@ def _resume_state(root: pathlib.Path | None) -> dict[str, Any]:
     state: dict[str, Any] = {"rows": 0, "kept": 0, "complete": False}
     if (root / "progress.json").exists():
         state = json.loads((root / "progress.json").read_text())
+    if state.get("complete") and not _intact(root, state):
+        warnings.warn(
+            f"feature cache {root}: a file is missing or does not hold the rows its "
+            "progress record lists (edited, or a disk problem); recomputing this pass",
+            stacklevel=3,
+        )
+        state = {"rows": 0, "kept": 0, "complete": False}
     if not state.get("complete"):
         _truncate(root, state)
     return state

@@ -465,3 +465,21 @@ def test_killed_pass_resumes_from_committed_rows_only(tmp_path, commit_every):
     again = stream_pass(Flaky(), src, **kw2)
     assert again.from_cache and torch.equal(again.probe[0], ref.probe[0])
     np.testing.assert_array_equal(again.kept, ref.kept)
+
+
+def test_damaged_cache_of_a_finished_pass_is_recomputed(tmp_path):
+    net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    x, y = _vectors(100, 0)
+    src = as_source((x, y), name="train", batch_size=10)
+    kw = {"layers": ["0"], "progress": False, "cache_dir": tmp_path, "cache_parts": {"m": 1}}
+    ref = stream_pass(net, src, **kw)
+    (root,) = tmp_path.glob("pass-*")
+    feats = next(p for p in root.glob("*.bin") if "f:0" in p.name)
+    with open(feats, "r+b") as fh:  # a file cut short (disk full, an edit)
+        fh.truncate(feats.stat().st_size // 2)
+    with pytest.warns(UserWarning, match="recomputing this pass"):
+        out = stream_pass(net, src, **kw)
+    assert not out.from_cache
+    np.testing.assert_array_equal(out.features["0"], ref.features["0"])
+    np.testing.assert_array_equal(out.labels, ref.labels)
+    assert stream_pass(net, src, **kw).from_cache

@@ -591,4 +591,3 @@ def test_auto_handles_heavy_tailed_features():
         est, ub, _ = estimate_and_bound(z, y, random_state=seed)
         assert truth - 0.05 < est.value < truth + 0.06, (est.value, truth)
         assert truth <= ub.value < truth + 0.15
-
