@@ -461,13 +461,37 @@ def stream_pass(
     )
     parts = None if cache_parts is None else spec.cache_key(cache_parts, source)
     root = None if parts is None else _cache_root(cache_dir, parts, source)
-    state = _resume_state(root)
-    sink = _Sink(root)
-    if state["complete"]:
-        return _finish(sink, {**state, "from_cache": True}, spec.layers, None)
-    probe = _run_batches(model, source, sink, state, spec)
-    _complete(sink, state, probe)
-    return _finish(sink, state, spec.layers, probe)
+    with _exclusive(root):  # a second process on the same cache waits, then reads it
+        state = _resume_state(root)
+        sink = _Sink(root)
+        if state["complete"]:
+            return _finish(sink, {**state, "from_cache": True}, spec.layers, None)
+        probe = _run_batches(model, source, sink, state, spec)
+        _complete(sink, state, probe)
+        return _finish(sink, state, spec.layers, probe)
+
+
+@contextlib.contextmanager
+def _exclusive(root: pathlib.Path | None) -> Iterator[None]:
+    """Hold an exclusive lock on the cache directory ``root`` (POSIX ``flock``).
+
+    Two passes appending to the same files would interleave their rows; with the lock the
+    later one waits and then finds the pass complete. Without ``fcntl`` (Windows) or a
+    cache, nothing is locked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        fcntl = None  # type: ignore[assignment]
+    if root is None or fcntl is None:
+        yield
+        return
+    with open(root / ".lock", "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def _complete(sink: _Sink, state: dict[str, Any], probe: Any) -> None:

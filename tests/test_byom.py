@@ -6,6 +6,7 @@ import dataclasses
 import json
 import sys
 import textwrap
+import time
 import warnings
 
 import numpy as np
@@ -483,3 +484,35 @@ def test_damaged_cache_of_a_finished_pass_is_recomputed(tmp_path):
     np.testing.assert_array_equal(out.features["0"], ref.features["0"])
     np.testing.assert_array_equal(out.labels, ref.labels)
     assert stream_pass(net, src, **kw).from_cache
+
+
+def test_two_passes_on_one_cache_do_not_interleave(tmp_path):
+    import threading
+
+    net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    x, y = _vectors(100, 0)
+    src = as_source((x, y), name="train", batch_size=10)
+    ref = stream_pass(net, src, layers=["0"], progress=False)
+    started = threading.Event()
+
+    class Slow(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = net
+
+        def forward(self, t):
+            started.set()
+            time.sleep(0.02)
+            return self.inner(t)
+
+    kw = {"layers": ["inner.0"], "progress": False, "cache_dir": tmp_path, "cache_parts": {"m": 1}}
+    out = {}
+    first = threading.Thread(target=lambda: out.setdefault("a", stream_pass(Slow(), src, **kw)))
+    first.start()
+    started.wait(10)
+    second = stream_pass(Slow(), src, **kw)  # starts while the first pass is writing
+    first.join()
+    assert second.from_cache and not out["a"].from_cache
+    for res in (out["a"], second):
+        np.testing.assert_array_equal(res.features["inner.0"], ref.features["0"])
+        np.testing.assert_array_equal(res.labels, ref.labels)
