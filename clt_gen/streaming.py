@@ -487,7 +487,11 @@ def _exclusive(root: pathlib.Path | None) -> Iterator[None]:
         yield
         return
     with open(root / ".lock", "a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        except OSError:  # file systems without locks (some NFS mounts): run unlocked
+            yield
+            return
         try:
             yield
         finally:
