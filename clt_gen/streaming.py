@@ -335,9 +335,9 @@ def _cache_root(cache_dir: Any, parts: dict[str, Any], source: Source) -> pathli
 
 
 def _resume_state(root: pathlib.Path | None) -> dict[str, Any]:
-    if root is None:
-        return {"rows": 0, "kept": 0, "complete": False}
     state: dict[str, Any] = {"rows": 0, "kept": 0, "complete": False}
+    if root is None:
+        return state
     if (root / "progress.json").exists():
         state = json.loads((root / "progress.json").read_text())
     if state.get("complete") and not _intact(root, state):
