@@ -177,7 +177,7 @@ def _ica_map(z: np.ndarray, first: str = "quantile") -> Callable[[np.ndarray], n
     inner = _feature_map(z, first)
     a = inner(z)
     if len(a) <= a.shape[1] or np.linalg.matrix_rank(a - a.mean(0)) < a.shape[1]:
-        return inner  # no rotation to find in degenerate data: the quantile map alone
+        return inner  # no rotation to find in degenerate data: the first map alone
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", ConvergenceWarning)  # a partial rotation is a map too
         warnings.simplefilter("ignore", RuntimeWarning)
