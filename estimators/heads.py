@@ -167,21 +167,45 @@ def _standardizer(z: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     return lambda x: (x - mu) / sd
 
 
-def _ica_map(z: np.ndarray, first: str = "quantile") -> Callable[[np.ndarray], np.ndarray]:
-    """Map ``first``, FastICA rotation (seeded), quantile map: see :func:`_feature_map`."""
+def _fast_ica(a: np.ndarray) -> Any:
+    """FastICA on ``a`` (seeded), run to convergence where the components are identified.
+
+    A first pass stops early (``tol=1e-2``); when it settles, a second pass goes on from
+    its rotation to ``tol=1e-4``. Stopped early, FastICA left mixed-sinh features of
+    dimension 8 barely rotated after 1-3 iterations (logistic excess 0.16 nats against
+    0.03 converged, K = 10, 4,000 rows). Where either pass does not settle (nearly
+    Gaussian directions, whose rotation the data do not identify, e.g. Gaussian
+    mixtures), the early-stopped rotation is kept: iterated on, it drifts with the
+    rounding of the input, and estimates would change with the units of the features.
+    """
     import warnings
 
     from sklearn.decomposition import FastICA
     from sklearn.exceptions import ConvergenceWarning
 
+    def settled(caught: list[Any]) -> bool:
+        return not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+
+    with warnings.catch_warnings(record=True) as caught, np.errstate(all="ignore"):
+        warnings.simplefilter("always")  # recorded, never shown: a partial rotation is a map too
+        ica = FastICA(whiten="unit-variance", random_state=0, max_iter=100, tol=1e-2).fit(a)
+        if settled(caught) and np.isfinite(ica.components_).all():
+            caught.clear()
+            start = ica.components_ @ np.linalg.pinv(ica.whitening_)  # rows: whitened space
+            fine = FastICA(whiten="unit-variance", w_init=start, max_iter=100, tol=1e-4).fit(a)
+            if settled(caught) and np.isfinite(fine.components_).all():
+                ica = fine
+    return ica
+
+
+def _ica_map(z: np.ndarray, first: str = "quantile") -> Callable[[np.ndarray], np.ndarray]:
+    """Map ``first``, FastICA rotation (seeded), quantile map: see :func:`_feature_map`."""
     inner = _feature_map(z, first)
     a = inner(z)
     if len(a) <= a.shape[1] or np.linalg.matrix_rank(a - a.mean(0)) < a.shape[1]:
         return inner  # no rotation to find in degenerate data: the first map alone
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore", ConvergenceWarning)  # a partial rotation is a map too
-        warnings.simplefilter("ignore", RuntimeWarning)
-        ica = FastICA(whiten="unit-variance", random_state=0, max_iter=100, tol=1e-2).fit(a)
+    ica = _fast_ica(a)
+    with np.errstate(all="ignore"):
         s = ica.transform(a)
     if not np.isfinite(s).all():
         return inner
