@@ -358,7 +358,8 @@ def test_linear_ica_unmixes_warped_sources_that_a_quantile_map_first_would_break
     def log_loss(features):
         return _logistic_test_loss(z, y, features)
 
-    # deterministic (fixed seeds); measured 0.039 nats apart here (0.030-0.039 over seeds 0-2)
+    # deterministic (fixed seeds); measured 0.173 nats apart here (0.159-0.173 over seeds 0-2;
+    # 0.030-0.039 while FastICA stopped at tol=1e-2)
     assert log_loss("ica_linear") < log_loss("ica") - 0.02
     candidate = ("logistic", {"C": 1.0, "features": "ica_linear"})
     assert candidate in _candidates(["logistic"], 1000, 64)
