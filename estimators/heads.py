@@ -167,50 +167,110 @@ def _standardizer(z: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     return lambda x: (x - mu) / sd
 
 
-def _fast_ica(a: np.ndarray) -> Any:
+def _settled(caught: list[Any], category: type[Warning] | None = None) -> bool:
+    """Whether no solver warned (``category``, by default scikit-learn's) of stopping early."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    return not any(issubclass(w.category, category or ConvergenceWarning) for w in caught)
+
+
+def _fast_ica(a: np.ndarray) -> tuple[Any, bool]:
     """FastICA on ``a`` (seeded), run to convergence where the components are identified.
 
-    A first pass stops early (``tol=1e-2``); when it settles, a second pass goes on from
-    its rotation to ``tol=1e-4``. Stopped early, FastICA left mixed-sinh features of
-    dimension 8 barely rotated after 1-3 iterations (logistic excess 0.16 nats against
-    0.03 converged, K = 10, 4,000 rows). Where either pass does not settle (nearly
-    Gaussian directions, whose rotation the data do not identify, e.g. Gaussian
-    mixtures), the early-stopped rotation is kept: iterated on, it drifts with the
-    rounding of the input, and estimates would change with the units of the features.
+    Returns the fitted model and whether it converged. A first pass stops early
+    (``tol=1e-2``); when it settles, a second pass goes on from its rotation to
+    ``tol=1e-4``. Stopped early, FastICA left mixed-sinh features of dimension 8 barely
+    rotated after 1-3 iterations (logistic excess 0.16 nats against 0.03 converged,
+    K = 10, 4,000 rows). Where either pass does not settle (nearly Gaussian directions,
+    whose rotation the data do not identify, e.g. Gaussian mixtures), the early-stopped
+    rotation is kept: iterated on, it drifts with the rounding of the input, and
+    estimates would change with the units of the features.
     """
     import warnings
 
     from sklearn.decomposition import FastICA
-    from sklearn.exceptions import ConvergenceWarning
-
-    def settled(caught: list[Any]) -> bool:
-        return not any(issubclass(w.category, ConvergenceWarning) for w in caught)
 
     with warnings.catch_warnings(record=True) as caught, np.errstate(all="ignore"):
         warnings.simplefilter("always")  # recorded, never shown: a partial rotation is a map too
         ica = FastICA(whiten="unit-variance", random_state=0, max_iter=100, tol=1e-2).fit(a)
-        if settled(caught) and np.isfinite(ica.components_).all():
+        if _settled(caught) and np.isfinite(ica.components_).all():
             caught.clear()
             start = ica.components_ @ np.linalg.pinv(ica.whitening_)  # rows: whitened space
             fine = FastICA(whiten="unit-variance", w_init=start, max_iter=100, tol=1e-4).fit(a)
-            if settled(caught) and np.isfinite(fine.components_).all():
-                ica = fine
-    return ica
+            if _settled(caught) and np.isfinite(fine.components_).all():
+                return fine, True
+    return ica, False
+
+
+class _Cauchy:
+    """Cauchy source density for :func:`_ml_unmixing` (``log_lik``: minus the log-density)."""
+
+    def log_lik(self, y: np.ndarray) -> np.ndarray:
+        return np.log1p(y * y)
+
+    def score_and_der(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        r = 1.0 + y * y
+        return 2.0 * y / r, 2.0 * (1.0 - y * y) / (r * r)
+
+
+def _ml_unmixing(centred: np.ndarray, w0: np.ndarray) -> np.ndarray:
+    """Refine the unmixing ``w0`` (``s = centred @ w0.T``) by maximum likelihood.
+
+    FastICA keeps the sources white: uncorrelated in the *sample*, whose covariance is
+    far off the true one for heavy-tailed sources, so every source keeps a share of the
+    others. Maximum likelihood over all invertible matrices (Picard, no orthogonality
+    constraint) drops that constraint; a Cauchy source density gives a score that
+    decays in the tails as heavy-tailed sources' does, and the Hessian approximation's
+    eigenvalues are kept >= 1 (the Cauchy log-density is not concave: at picard's
+    default 0.01 it often ran out of iterations). Mixed-sinh features, K = 2, d = 32,
+    5,000 rows, seeds 0-2: logistic excess 0.16-0.19 nats after FastICA, 0.04-0.05 after
+    this (0.005 on the true sources). Returns ``w0`` if the refinement does not converge.
+    """
+    import warnings
+
+    from picard import picard
+
+    with warnings.catch_warnings(record=True) as caught, np.errstate(all="ignore"):
+        warnings.simplefilter("always")
+        _, w, _ = picard(
+            centred.T,
+            fun=_Cauchy(),
+            ortho=False,
+            extended=False,
+            whiten=False,
+            centering=False,
+            w_init=w0,
+            max_iter=100,
+            tol=1e-3,
+            lambda_min=1.0,
+            check_fun=False,
+        )
+    if _settled(caught, UserWarning) and np.isfinite(w).all():  # picard's warning
+        return np.asarray(w)
+    return w0
 
 
 def _ica_map(z: np.ndarray, first: str = "quantile") -> Callable[[np.ndarray], np.ndarray]:
-    """Map ``first``, FastICA rotation (seeded), quantile map: see :func:`_feature_map`."""
+    """Map ``first``, independent components (seeded), quantile map: see :func:`_feature_map`.
+
+    After a ``standard`` first map (features that are linear mixtures of warped sources)
+    converged FastICA components are refined by maximum likelihood (:func:`_ml_unmixing`);
+    after a quantile map that lost 0.02-0.03 nats on the invertible-net warp, so it is not.
+    """
     inner = _feature_map(z, first)
     a = inner(z)
     if len(a) <= a.shape[1] or np.linalg.matrix_rank(a - a.mean(0)) < a.shape[1]:
         return inner  # no rotation to find in degenerate data: the first map alone
-    ica = _fast_ica(a)
+    ica, converged = _fast_ica(a)
+    mean, w = ica.mean_, ica.components_
+    if converged and first == "standard":
+        w = _ml_unmixing(a - mean, w)
     with np.errstate(all="ignore"):
-        s = ica.transform(a)
+        s = (a - mean) @ w.T
     if not np.isfinite(s).all():
         return inner
     outer = _feature_map(s, "quantile")
-    return lambda x: outer(ica.transform(inner(x)))
+    return lambda x: outer((inner(x) - mean) @ w.T)
 
 
 def _feature_map(z: np.ndarray, features: str) -> Callable[[np.ndarray], np.ndarray]:
