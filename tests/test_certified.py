@@ -366,17 +366,22 @@ def test_linear_ica_unmixes_warped_sources_that_a_quantile_map_first_would_break
     assert candidate not in _candidates(["logistic"], 99, 4)
 
 
+def _mixed_sinh_sources(n_classes, d, spread, seed, n=8000):
+    """Sources ``sinh(1.5 z R)`` of a Gaussian mixture, their random linear mix, labels."""
+    gen = np.random.default_rng(seed)
+    means = np.random.default_rng(11).normal(size=(n_classes, d)) * spread
+    y = gen.integers(0, n_classes, n)
+    z = means[y] + gen.normal(size=(n, d))
+    sources = np.sinh(1.5 * z @ np.linalg.qr(np.random.default_rng(20).normal(size=(d, d)))[0])
+    return sources, sources @ np.random.default_rng(21).normal(size=(d, d)), y
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_ica_runs_to_convergence_and_nearly_reaches_the_true_unmixing(seed):
     """Stopped at tol=1e-2, FastICA left these 8-d mixed sources barely rotated after a
     few iterations: 0.16-0.17 nats above the logistic head on the true sources (seeds 0, 1;
     0.027-0.036 converged). Deterministic: fixed seeds."""
-    gen = np.random.default_rng(seed)
-    means = np.random.default_rng(11).normal(size=(4, 8)) * 0.8
-    y = gen.integers(0, 4, 8000)
-    z = means[y] + gen.normal(size=(8000, 8))
-    sources = np.sinh(1.5 * z @ np.linalg.qr(np.random.default_rng(20).normal(size=(8, 8)))[0])
-    mixed = sources @ np.random.default_rng(21).normal(size=(8, 8))
+    sources, mixed, y = _mixed_sinh_sources(n_classes=4, d=8, spread=0.8, seed=seed)
     oracle = _logistic_test_loss(sources, y, "quantile")
     assert _logistic_test_loss(mixed, y, "ica_linear") < oracle + 0.06
 
@@ -386,12 +391,7 @@ def test_linear_ica_drops_the_whiteness_that_heavy_tailed_sources_lack(seed):
     """16 heavy-tailed sources: FastICA keeps them white in the sample, whose covariance
     is far off for such tails, and leaves 0.060-0.076 nats above the head on the true
     sources (seeds 0-2); refined by maximum likelihood, 0.030-0.038. Deterministic."""
-    gen = np.random.default_rng(seed)
-    means = np.random.default_rng(11).normal(size=(2, 16)) * 0.5
-    y = gen.integers(0, 2, 8000)
-    z = means[y] + gen.normal(size=(8000, 16))
-    sources = np.sinh(1.5 * z @ np.linalg.qr(np.random.default_rng(20).normal(size=(16, 16)))[0])
-    mixed = sources @ np.random.default_rng(21).normal(size=(16, 16))
+    sources, mixed, y = _mixed_sinh_sources(n_classes=2, d=16, spread=0.5, seed=seed)
     oracle = _logistic_test_loss(sources, y, "quantile")
     assert _logistic_test_loss(mixed, y, "ica_linear") < oracle + 0.05
 
