@@ -95,6 +95,14 @@ def _faiss_side_by_side(x: np.ndarray, k: int) -> dict:
         t_torch_big = _best_of(lambda: knn_search(x, x, k, exclude_self=True, backend="torch"))
     finally:
         neighbors._CANDIDATE_BYTES = budget
+    xc = x - x.mean(0)  # what the search sees: the rows the certificate sends back, by margin
+    again = {}
+    for r in (2, 4):
+        cand = neighbors._faiss_candidates(xc, xc, k + r, True)
+        d2 = neighbors._refine(x, x, cand)[0]
+        again[f"searched_again_refine{r}"] = float(
+            neighbors.uncertified_rows(xc, xc, d2, k, 2.0**-24).mean()
+        )
     ours = knn_search(x, x, k, exclude_self=True, backend="torch")[1]
     via_faiss = knn_search(x, x, k, exclude_self=True, backend="faiss")[1]
     exact = knn_search(x, x, k, exclude_self=True, dtype="float64")[1]
@@ -108,6 +116,7 @@ def _faiss_side_by_side(x: np.ndarray, k: int) -> dict:
         "float64_over_faiss": t_f64 / t_faiss,
         "knn_float32_torch_256mib_blocks_s": t_torch_big,
         "torch_256mib_over_32mib_blocks": t_torch_big / t_torch,
+        **again,
         "faiss_backend_agrees": bool(np.array_equal(ours, via_faiss)),
         "float32_agrees_with_float64": bool(np.array_equal(ours, exact)),
     }

@@ -5,12 +5,15 @@ time with one BLAS matrix product (on the GPU when one is present), followed by 
 partial sort (``topk``). Peak memory is the block of distances, not ``n × n``.
 
 By default the search runs in float32 (half the memory traffic of float64) for a few
-more candidates than asked, then the returned neighbours' distances are recomputed
-exactly in float64 and re-sorted: the distances handed back are float64-exact, and the
-neighbour set is the float64 one unless float32 rounding moves a point across more than
-``refine`` ranks. With faiss-cpu installed (the ``faiss`` extra), CPU float32 searches
-use its ``IndexFlatL2`` for the candidates, with the same float64 refinement, so both
-backends return the same neighbours.
+more candidates than asked, then the candidates' distances are recomputed exactly in
+float64 and re-sorted. The extra candidates also certify the result: with a bound on
+the search's rounding error, a query whose ``k``-th exact distance sits clear of the
+last candidate's cannot have missed a nearer point. The few queries that are not clear
+(near-ties at float32 precision) are searched again in float64, so both the distances
+and the neighbour set handed back are the float64-exact ones (ties by index). With
+faiss-cpu installed (the ``faiss`` extra), CPU float32 searches use its ``IndexFlatL2``
+for the candidates, with the same refinement, so both backends return the same
+neighbours.
 
 torch is imported only when a search runs, so ``import estimators`` stays light.
 
@@ -31,7 +34,7 @@ import numpy as np
 
 from estimators.errors import ValidationError, unknown_name_error
 
-__all__ = ["knn_search", "count_within", "default_device", "BACKENDS"]
+__all__ = ["knn_search", "count_within", "default_device", "uncertified_rows", "BACKENDS"]
 
 _BLOCK_BYTES = 256 * 2**20  # distance block budget
 _CANDIDATE_BYTES = 32 * 2**20  # candidate-search block: fewer cache misses in topk
@@ -104,19 +107,21 @@ def _torch_candidates(
     queries: Any,
     data: Any,
     k: int,
-    exclude_self: bool,
+    own: np.ndarray | None,
     block_size: int | None,
     device: Any,
     dtype: Any,
 ) -> np.ndarray:
+    """Return the ``k`` nearest data rows per query; ``own[i]`` (if given) is excluded."""
     import torch
 
     out = np.empty((len(queries), k), dtype=np.int64)
     blocks = _blocks(queries, data, device, dtype, block_size, True, _CANDIDATE_BYTES)
     for start, d2 in blocks:
-        if exclude_self:
+        if own is not None:
             rows = torch.arange(d2.shape[0], device=d2.device)
-            d2[rows, rows + start] = float("inf")
+            cols = torch.from_numpy(own[start : start + d2.shape[0]]).to(d2.device)
+            d2[rows, cols] = float("inf")
         _, idx = torch.topk(d2, k, dim=1, largest=False, sorted=True)
         out[start : start + len(idx)] = idx.cpu().numpy()
     return out
@@ -145,9 +150,9 @@ def _faiss_candidates(queries: Any, data: Any, k: int, exclude_self: bool) -> np
 
 
 def _refine(
-    queries: np.ndarray, data: np.ndarray, cand: np.ndarray, k: int
+    queries: np.ndarray, data: np.ndarray, cand: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact float64 distances of the candidates; keep the ``k`` nearest, ascending.
+    """Exact float64 distances of the candidates, sorted ascending (ties by index).
 
     Each distance is the float64 sum of squared coordinate differences (no ``|q|² + |x|²
     − 2q·x`` cancellation). The gather and the sums run in torch, whose indexing and
@@ -165,8 +170,40 @@ def _refine(
         diff -= q[s : s + step, None, :]
         out[s : s + step] = torch.einsum("ijk,ijk->ij", diff, diff)
     d2 = out.numpy()
-    order = np.lexsort((cand, d2), axis=1)[:, :k]
+    order = np.lexsort((cand, d2), axis=1)
     return np.take_along_axis(d2, order, 1), np.take_along_axis(cand, order, 1)
+
+
+def _unit_roundoff(backend: str, tdtype: Any) -> float:
+    """Return the unit roundoff of the search's products (TF32/bf16 when torch allows them)."""
+    import torch
+
+    if tdtype == torch.float64:
+        return 2.0**-53
+    if backend == "faiss":
+        return 2.0**-24
+    lowered = torch.get_float32_matmul_precision() != "highest"
+    return 2.0**-8 if lowered or torch.backends.cuda.matmul.allow_tf32 else 2.0**-24
+
+
+def uncertified_rows(
+    queries: np.ndarray, data: np.ndarray, d2: np.ndarray, k: int, unit: float
+) -> np.ndarray:
+    """Rows whose ``k`` nearest candidates might not be the ``k`` nearest data rows.
+
+    ``d2`` holds the exact distances of each query's ``k + r`` candidates, ascending; the
+    candidates were the ``k + r`` smallest distances as computed in a precision of unit
+    roundoff ``unit`` on ``queries`` and ``data`` (the arrays the search saw). Computed as
+    ``|q|² + |x|² − 2q·x`` after rounding the inputs, a distance is off by at most
+    ``e_q = (d + 6) u (|q| + |x|)²``; we use ``2 (d + 8) u (|q| + max|x|)²``. A row is
+    certified when its ``k``-th exact distance is below the largest candidate's minus
+    ``2 e_q``: every other data row then lies farther than all ``k`` (ties included).
+    """
+    q = np.asarray(queries, dtype=np.float64)
+    x_max = float(np.sqrt(np.max(np.einsum("ij,ij->i", data, data))))
+    q_norm = np.sqrt(np.einsum("ij,ij->i", q, q))
+    e_q = 2.0 * (q.shape[1] + 8) * unit * (q_norm + x_max) ** 2
+    return np.asarray(d2[:, k - 1] >= d2[:, -1] - 2.0 * e_q)
 
 
 def _resolve_backend(backend: str, tdtype: Any, device: Any, queries: Any) -> str:
@@ -216,9 +253,14 @@ def knn_search(
     device : optional
         Torch device; CUDA when available by default.
     dtype : {"float32", "float64"}
-        Precision of the candidate search. Returned distances are always float64-exact.
+        Precision of the candidate search. Returned neighbours and distances are always
+        the float64-exact ones.
     refine : int
-        Extra float32 candidates re-ranked in float64 (ignored for float64 search).
+        Extra candidates beyond ``k``, re-ranked by their exact float64 distances. They
+        certify the neighbour set: a query whose ``k``-th exact distance is not below
+        the last candidate's by twice the search's rounding-error bound (see
+        :func:`uncertified_rows`) is searched again in float64, and failing that
+        against every data row, so the neighbours are always the exact ones.
     backend : {"auto", "torch", "faiss"}
         Candidate search: blocked matrix products in torch, or faiss ``IndexFlatL2``.
         ``auto``: faiss for float32 searches on the CPU when faiss-cpu is installed (the
@@ -245,26 +287,66 @@ def knn_search(
         raise ValidationError(
             f"k must be an int >= 1 and <= {limit} (the number of candidate neighbours; got {k!r})"
         )
+    if not (isinstance(refine, (int, np.integer)) and refine >= 1):
+        raise ValidationError(
+            f"refine must be an int >= 1 (extra candidates that certify the neighbour set; "
+            f"got {refine!r}); the default is 4"
+        )
     tdtype = _torch_dtype(dtype)
     import torch
 
     backend = _resolve_backend(backend, tdtype, device, queries)
-    extra = 0 if tdtype == torch.float64 and backend == "torch" else refine
-    kc = min(limit, int(k) + extra)
-    q_s, x_s = queries, data
-    if extra and not isinstance(queries, torch.Tensor):
-        # distances are translation invariant: centring keeps float32's |q|² + |x|² − 2q·x
-        # from cancelling catastrophically on features far from the origin
-        centre = np.asarray(data, dtype=np.float64).mean(0)
-        q_s = np.asarray(queries, dtype=np.float64) - centre
-        x_s = np.asarray(data, dtype=np.float64) - centre
+    q = queries.cpu().numpy() if isinstance(queries, torch.Tensor) else np.asarray(queries)
+    x = data.cpu().numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
+    # distances are translation invariant: centring keeps |q|² + |x|² − 2q·x from
+    # cancelling catastrophically on features far from the origin
+    centre = x.mean(0, dtype=np.float64)
+    q_s, x_s = q.astype(np.float64) - centre, x.astype(np.float64) - centre
+    own = np.arange(len(q)) if exclude_self else None
+    kc = min(limit, int(k) + int(refine))
     if backend == "faiss":
         cand = _faiss_candidates(q_s, x_s, kc, exclude_self)
     else:
-        cand = _torch_candidates(q_s, x_s, kc, exclude_self, block_size, device, tdtype)
-    q = queries.cpu().numpy() if isinstance(queries, torch.Tensor) else queries
-    x = data.cpu().numpy() if isinstance(data, torch.Tensor) else data
-    return _refine(q, x, cand, int(k))
+        on = queries.device if isinstance(queries, torch.Tensor) else device
+        cand = _torch_candidates(q_s, x_s, kc, own, block_size, on, tdtype)
+    d2, idx = _refine(q, x, cand)
+    if kc < limit:
+        unit = _unit_roundoff(backend, tdtype)
+        _recheck(q, x, q_s, x_s, d2, idx, int(k), own, unit, block_size)
+    return d2[:, :k], idx[:, :k]
+
+
+def _recheck(
+    q: np.ndarray,
+    x: np.ndarray,
+    q_s: np.ndarray,
+    x_s: np.ndarray,
+    d2: np.ndarray,
+    idx: np.ndarray,
+    k: int,
+    own: np.ndarray | None,
+    unit: float,
+    block_size: int | None,
+) -> None:
+    """Search again, in place, the rows whose candidates do not certify their neighbours.
+
+    First in float64 on the CPU (unit roundoff 2⁻⁵³, same margin of candidates); rows
+    that even that cannot certify (near-exact ties) get every data row's exact distance.
+    """
+    bad = np.flatnonzero(uncertified_rows(q_s, x_s, d2, k, unit))
+    if len(bad) and unit > 2.0**-53:
+        sub_own = own[bad] if own is not None else None
+        cand = _torch_candidates(
+            q_s[bad], x_s, d2.shape[1], sub_own, block_size, "cpu", _torch_dtype("float64")
+        )
+        d2[bad], idx[bad] = _refine(q[bad], x, cand)
+        bad = bad[uncertified_rows(q_s[bad], x_s, d2[bad], k, 2.0**-53)]
+    for i in bad:  # every data row: the exact k nearest
+        everyone = np.arange(len(x))
+        if own is not None:
+            everyone = everyone[everyone != own[i]]
+        row_d2, row_idx = _refine(q[i : i + 1], x, everyone[None, :])
+        d2[i], idx[i] = row_d2[0, : d2.shape[1]], row_idx[0, : d2.shape[1]]
 
 
 def count_within(

@@ -20,6 +20,7 @@ from estimators import (
 )
 from estimators.certified import estimate_and_bound
 from estimators.heads import HEADS, mixed_scores, score_range
+from estimators.neighbors import uncertified_rows
 
 FAST = ("prior", "logistic", "knn")
 
@@ -294,6 +295,105 @@ def test_knn_faiss_backend_agrees_exactly():
         np.testing.assert_array_equal(a[0], b[0])
 
 
+def _brute_knn(q, x, k, own=None):
+    """The reference: every float64 distance as a sum of squared differences, ties by index."""
+    d2 = np.array([((x - row) ** 2).sum(1) for row in q])
+    if own is not None:
+        d2[np.arange(len(q)), own] = np.inf
+    order = np.lexsort((np.broadcast_to(np.arange(len(x)), d2.shape), d2), axis=1)[:, :k]
+    return np.take_along_axis(d2, order, 1), order
+
+
+def _knn_backends():
+    try:
+        import faiss  # noqa: F401
+
+        return ("torch", "faiss")
+    except ImportError:
+        return ("torch",)
+
+
+@pytest.mark.parametrize("backend", _knn_backends())
+def test_knn_near_ties_return_the_exact_neighbours(backend):
+    # 60 points whose squared distances to the query differ by 1e-9 (float32 cannot tell
+    # them apart): without the certificate the float32 candidates were an arbitrary 7 of
+    # the 60 and the answer was silently wrong (indices [8 19 25] against [1 5 46])
+    gen = np.random.default_rng(0)
+    d, m = 16, 60
+    dirs = gen.normal(size=(m, d))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    radii = np.sqrt(1.0 + gen.permutation(m) * 1e-9)
+    x = np.vstack([dirs * radii[:, None], gen.normal(size=(500, d)) * 0.1 + 5.0])
+    q = np.vstack([np.zeros((1, d)), gen.normal(size=(20, d))])
+    d2, idx = knn_search(q, x, 3, backend=backend)
+    ref_d2, ref_idx = _brute_knn(q, x, 3)
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_allclose(d2, ref_d2, rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", _knn_backends())
+def test_knn_exact_duplicates_are_broken_by_index(backend):
+    gen = np.random.default_rng(1)
+    dup = np.full((12, 4), 0.3)
+    x = np.vstack([gen.normal(size=(200, 4)), dup, gen.normal(size=(200, 4))])
+    q = np.vstack([np.full((1, 4), 0.3 + 1e-3), dup[:1]])
+    _, idx = knn_search(q, x, 3, backend=backend)
+    np.testing.assert_array_equal(idx, [[200, 201, 202], [200, 201, 202]])
+    _, own = knn_search(x, x, 3, exclude_self=True, backend=backend)
+    np.testing.assert_array_equal(own, _brute_knn(x, x, 3, own=np.arange(len(x)))[1])
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.integers(1, 300),
+    st.floats(-3, 3),
+    st.floats(-4, 4),
+    st.integers(0, 2**31 - 1),
+)
+def test_float32_distance_error_is_within_the_certificates_bound(d, log_scale, offset, seed):
+    import torch
+
+    gen = np.random.default_rng(seed)
+    q = (gen.normal(size=(40, d)) + offset) * 10.0**log_scale
+    x = (gen.normal(size=(50, d)) + offset) * 10.0**log_scale
+    q32, x32 = torch.from_numpy(q).float(), torch.from_numpy(x).float()
+    d32 = (q32 * q32).sum(1, keepdim=True) + (x32 * x32).sum(1) - 2.0 * q32 @ x32.T
+    exact = ((q[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    norm_q = np.linalg.norm(q, axis=1)[:, None]
+    norm_x = np.linalg.norm(x, axis=1)[None, :]
+    bound = (d + 6) * 2.0**-24 * (norm_q + norm_x) ** 2  # uncertified_rows uses 2 (d + 8)
+    assert np.all(np.abs(d32.double().numpy() - exact) <= bound)
+
+
+def test_uncertified_rows_flag_exactly_what_a_short_margin_may_get_wrong():
+    import torch
+
+    from estimators.neighbors import _faiss_candidates, _refine, _torch_candidates
+
+    gen = np.random.default_rng(2)
+    x = gen.normal(size=(3000, 256)).astype(np.float32).astype(np.float64)
+    xc = x - x.mean(0)
+    ref = _brute_knn(x[:400], x, 20, own=np.arange(400))[1]
+    for backend in _knn_backends():
+        if backend == "faiss":
+            cand = _faiss_candidates(xc[:400], xc, 21, True)
+        else:
+            cand = _torch_candidates(xc[:400], xc, 21, np.arange(400), None, "cpu", torch.float32)
+        d2, idx = _refine(x[:400], x, cand)
+        bad = uncertified_rows(xc[:400], xc, d2, 20, 2.0**-24)
+        assert 0 < bad.sum() < 400  # one extra candidate: some rows are not clear
+        # every certified row is right; the search fixes the others
+        np.testing.assert_array_equal(idx[~bad, :20], ref[~bad])
+        _, searched = knn_search(x[:400], x, 20, refine=1, backend=backend, exclude_self=False)
+        np.testing.assert_array_equal(searched[:, 1:], ref[:, :19])
+
+
+def test_knn_refine_must_be_a_positive_int():
+    x = np.random.default_rng(0).normal(size=(50, 3))
+    with pytest.raises(ValidationError, match="refine must be an int >= 1"):
+        knn_search(x, x, 3, refine=0)
+
+
 def test_import_estimators_does_not_import_torch():
     import subprocess
     import sys
@@ -394,6 +494,34 @@ def test_linear_ica_drops_the_whiteness_that_heavy_tailed_sources_lack(seed):
     sources, mixed, y = _mixed_sinh_sources(n_classes=2, d=16, spread=0.5, seed=seed)
     oracle = _logistic_test_loss(sources, y, "quantile")
     assert _logistic_test_loss(mixed, y, "ica_linear") < oracle + 0.05
+
+
+def _amari_distance(g):
+    """0 when ``g`` is a scaled permutation (the sources recovered), up to 1."""
+    g = np.abs(g)
+    rows = (g / g.max(1, keepdims=True)).sum(1) - 1
+    cols = (g / g.max(0, keepdims=True)).sum(0) - 1
+    return (rows.sum() + cols.sum()) / (2 * len(g) * (len(g) - 1))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_skewness_contrast_recovers_leaky_relu_sources(seed):
+    """Leaky-ReLU sources are skewed but nearly mesokurtic: logcosh FastICA leaves an
+    Amari distance of 0.053-0.089 to the true unmixing (seeds 0-2), the skewness
+    contrast 0.011. Symmetric (Laplace) sources are left to logcosh. Deterministic."""
+    from estimators.heads import _fast_ica, _skewed_ica
+
+    gen = np.random.default_rng(seed)
+    d = 12
+    sources = gen.normal(size=(4000, d))
+    sources = np.where(sources > 0, sources, 0.2 * sources)
+    mix = np.linalg.qr(gen.normal(size=(d, d)))[0] * 1.5
+    a = sources @ mix
+    skewed = _skewed_ica(a)
+    assert skewed is not None
+    assert _amari_distance(mix @ skewed.components_.T) < 0.02
+    assert _amari_distance(mix @ _fast_ica(a)[0].components_.T) > 0.04
+    assert _skewed_ica(gen.laplace(size=(4000, d)) @ mix) is None
 
 
 def test_cauchy_source_density_has_consistent_score_and_derivative():
