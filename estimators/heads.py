@@ -202,6 +202,42 @@ def _fast_ica(a: np.ndarray) -> tuple[Any, bool]:
     return ica, False
 
 
+def _skew_contrast(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """FastICA contrast ``G(y) = y³ / 3``: ``g = y²`` and ``g'`` averaged over samples."""
+    return y * y, (2.0 * y).mean(axis=-1)
+
+
+def _skewed_ica(a: np.ndarray) -> Any | None:
+    """FastICA with a skewness contrast, kept only if every component it finds is skewed.
+
+    Warps such as leaky or plain ReLUs make skewed sources that are nearly mesokurtic;
+    the symmetric ``logcosh`` contrast barely identifies those, a third-moment contrast
+    does: on mixtures through a two-layer leaky-ReLU network (``invnet``, K = 10,
+    d = 32, 5,000 rows, seeds 0 and 1, after the quantile map) the Amari distance to the
+    true unmixing is 0.012 against 0.060, and the logistic excess 0.059 / 0.063 nats
+    against 0.106 / 0.117 after ``logcosh``. Returns ``None`` unless FastICA converges and
+    every component's sample skewness exceeds five standard errors (``5 √(6/n)``):
+    symmetric sources have no third moment to find, and a subspace of them would be left
+    unrotated.
+    """
+    import warnings
+
+    from sklearn.decomposition import FastICA
+
+    with warnings.catch_warnings(record=True) as caught, np.errstate(all="ignore"):
+        warnings.simplefilter("always")
+        ica = FastICA(
+            whiten="unit-variance", fun=_skew_contrast, random_state=0, max_iter=200, tol=1e-4
+        ).fit(a)
+    w = ica.components_
+    if not (_settled(caught) and np.isfinite(w).all()):
+        return None
+    s = (a - ica.mean_) @ w.T
+    s = (s - s.mean(0)) / s.std(0)
+    skew = np.abs((s**3).mean(0))
+    return ica if skew.min() > 5.0 * np.sqrt(6.0 / len(a)) else None
+
+
 class _Cauchy:
     """Cauchy source density for :func:`_ml_unmixing` (``log_lik``: minus the log-density)."""
 
@@ -253,20 +289,26 @@ def _ml_unmixing(centred: np.ndarray, w0: np.ndarray) -> np.ndarray:
 def _ica_map(z: np.ndarray, first: str = "quantile") -> Callable[[np.ndarray], np.ndarray]:
     """Map ``first``, independent components (seeded), quantile map: see :func:`_feature_map`.
 
-    After a ``standard`` first map (features that are linear mixtures of warped sources)
-    converged FastICA components are refined by maximum likelihood (:func:`_ml_unmixing`).
-    After a quantile map they are not: its output has no heavy tails to correct, and on the
-    invertible-net warp (K = 10, d = 32) a refinement there changed nothing or lost up to
-    0.03 nats.
+    After a quantile map the components come from a skewness contrast when it finds
+    skewed sources (:func:`_skewed_ica`), from FastICA's ``logcosh`` otherwise. After a
+    ``standard`` first map (linear mixtures of warped, often heavy-tailed sources, whose
+    sample skewness is too noisy to test) converged ``logcosh`` components are refined by
+    maximum likelihood (:func:`_ml_unmixing`). After a quantile map they are not: its
+    output has no heavy tails to correct, and on the invertible-net warp (K = 10, d = 32)
+    a refinement there changed nothing or lost up to 0.03 nats.
     """
     inner = _feature_map(z, first)
     a = inner(z)
     if len(a) <= a.shape[1] or np.linalg.matrix_rank(a - a.mean(0)) < a.shape[1]:
         return inner  # no rotation to find in degenerate data: the first map alone
-    ica, converged = _fast_ica(a)
-    mean, w = ica.mean_, ica.components_
-    if converged and first == "standard":
-        w = _ml_unmixing(a - mean, w)
+    skewed = _skewed_ica(a) if first == "quantile" else None
+    if skewed is not None:
+        mean, w = skewed.mean_, skewed.components_
+    else:
+        ica, converged = _fast_ica(a)
+        mean, w = ica.mean_, ica.components_
+        if converged and first == "standard":
+            w = _ml_unmixing(a - mean, w)
     with np.errstate(all="ignore"):
         s = (a - mean) @ w.T
     if not np.isfinite(s).all():
