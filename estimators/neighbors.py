@@ -293,9 +293,27 @@ def knn_search(
             f"got {refine!r}); the default is 4"
         )
     tdtype = _torch_dtype(dtype)
-    import torch
 
     backend = _resolve_backend(backend, tdtype, device, queries)
+    kc = min(limit, int(k) + int(refine))
+    return _search(queries, data, int(k), kc, exclude_self, backend, tdtype, block_size, device)
+
+
+def _search(
+    queries: Any,
+    data: Any,
+    k: int,
+    kc: int,
+    exclude_self: bool,
+    backend: str,
+    tdtype: Any,
+    block_size: int | None,
+    device: Any,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``kc`` candidates per query, refined in float64, checked; the ``k`` nearest."""
+    import torch
+
+    limit = len(data) - 1 if exclude_self else len(data)
     q = queries.cpu().numpy() if isinstance(queries, torch.Tensor) else np.asarray(queries)
     x = data.cpu().numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
     # distances are translation invariant: centring keeps |q|² + |x|² − 2q·x from
@@ -303,7 +321,6 @@ def knn_search(
     centre = x.mean(0, dtype=np.float64)
     q_s, x_s = q.astype(np.float64) - centre, x.astype(np.float64) - centre
     own = np.arange(len(q)) if exclude_self else None
-    kc = min(limit, int(k) + int(refine))
     if backend == "faiss":
         cand = _faiss_candidates(q_s, x_s, kc, exclude_self)
     else:
@@ -312,7 +329,7 @@ def knn_search(
     d2, idx = _refine(q, x, cand)
     if kc < limit:
         unit = _unit_roundoff(backend, tdtype)
-        _recheck(q, x, q_s, x_s, d2, idx, int(k), own, unit, block_size)
+        _recheck(q, x, q_s, x_s, d2, idx, k, own, unit, block_size)
     return d2[:, :k], idx[:, :k]
 
 
