@@ -17,6 +17,7 @@ Peak memory of the search is measured in a fresh subprocess (ru_maxrss).
 
     python benchmarks/estimators_speed.py                 # n_samples=50000, d in 32 64 256
     python benchmarks/estimators_speed.py --n-samples 20000 --features 32 256   # vs faiss
+    python benchmarks/estimators_speed.py --ties --n-samples 20000 --features 4 16 --k 10
 """
 
 from __future__ import annotations
@@ -122,13 +123,53 @@ def _faiss_side_by_side(x: np.ndarray, k: int) -> dict:
     }
 
 
+def tied_features(n: int, d: int, k: int) -> dict:
+    """Integer features (``0..4`` per coordinate, seed 0): exact distance ties everywhere.
+
+    Every query whose ``k``-th distance is tied beyond the margin goes through the float64
+    pass of the certificate; timed against faiss's float32 search (which breaks ties
+    arbitrarily) in the same process, best of 3.
+    """
+    x = np.random.default_rng(0).integers(0, 5, size=(n, d)).astype(np.float64)
+    xc = x - x.mean(0)
+    cand = neighbors._faiss_candidates(xc, xc, k + 4, True)
+    d2 = neighbors._refine(x, x, cand)[0]
+    again = float(neighbors.uncertified_rows(xc, xc, d2, k, 2.0**-24).mean())
+    x32 = np.ascontiguousarray(x.astype(np.float32))
+
+    def run_faiss() -> None:
+        import faiss
+
+        index = faiss.IndexFlatL2(d)
+        index.add(x32)
+        index.search(x32, k + 1)
+
+    t_faiss = _best_of(run_faiss)
+    t_ours = _best_of(lambda: knn_search(x, x, k, exclude_self=True))
+    return {
+        "tied_n": n,
+        "tied_d": d,
+        "faiss_s": t_faiss,
+        "knn_default_s": t_ours,
+        "ratio": t_ours / t_faiss,
+        "searched_again": again,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n-samples", type=int, default=50_000)
     ap.add_argument("--features", type=int, nargs="+", default=[32, 64, 256])
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--kd-queries", type=int, default=2000)
+    ap.add_argument(
+        "--ties", action="store_true", help="only the integer-feature (tied) rows, printed"
+    )
     args = ap.parse_args()
+    if args.ties:
+        for d in args.features:
+            print(json.dumps(tied_features(args.n_samples, d, args.k)))
+        return
     n, k = args.n_samples, args.k
     rows = []
     for d in args.features:

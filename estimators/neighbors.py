@@ -9,7 +9,8 @@ more candidates than asked, then the candidates' distances are recomputed exactl
 float64 and re-sorted. The extra candidates also certify the result: with a bound on
 the search's rounding error, a query whose ``k``-th exact distance sits clear of the
 last candidate's cannot have missed a nearer point. The few queries that are not clear
-(near-ties at float32 precision) are searched again in float64, so both the distances
+(near-ties at float32 precision, exact ties) get every data row within their ``k``-th
+exact distance plus float64's error bound, found with a float64 pass, so both the distances
 and the neighbour set handed back are the float64-exact ones (ties by index). With
 faiss-cpu installed (the ``faiss`` extra), CPU float32 searches use its ``IndexFlatL2``
 for the candidates, with the same refinement, so both backends return the same
@@ -150,9 +151,11 @@ def _faiss_candidates(queries: Any, data: Any, k: int, exclude_self: bool) -> np
 
 
 def _refine(
-    queries: np.ndarray, data: np.ndarray, cand: np.ndarray
+    queries: np.ndarray, data: np.ndarray, cand: np.ndarray, valid: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact float64 distances of the candidates, sorted ascending (ties by index).
+
+    Entries where ``valid`` is False (padding) get distance ``inf`` and sort last.
 
     Each distance is the float64 sum of squared coordinate differences (no ``|q|² + |x|²
     − 2q·x`` cancellation). The gather and the sums run in torch, whose indexing and
@@ -170,6 +173,8 @@ def _refine(
         diff -= q[s : s + step, None, :]
         out[s : s + step] = torch.einsum("ijk,ijk->ij", diff, diff)
     d2 = out.numpy()
+    if valid is not None:
+        d2[~valid] = np.inf
     order = np.lexsort((cand, d2), axis=1)
     return np.take_along_axis(d2, order, 1), np.take_along_axis(cand, order, 1)
 
@@ -186,6 +191,13 @@ def _unit_roundoff(backend: str, tdtype: Any) -> float:
     return 2.0**-8 if lowered or torch.backends.cuda.matmul.allow_tf32 else 2.0**-24
 
 
+def _error_bound(q: np.ndarray, data: np.ndarray, unit: float) -> np.ndarray:
+    """``2 (d + 8) u (|q| + max|x|)²`` per query: see :func:`uncertified_rows`."""
+    x_max = float(np.sqrt(np.max(np.einsum("ij,ij->i", data, data))))
+    q_norm = np.sqrt(np.einsum("ij,ij->i", q, q))
+    return 2.0 * (q.shape[1] + 8) * unit * (q_norm + x_max) ** 2
+
+
 def uncertified_rows(
     queries: np.ndarray, data: np.ndarray, d2: np.ndarray, k: int, unit: float
 ) -> np.ndarray:
@@ -199,10 +211,7 @@ def uncertified_rows(
     certified when its ``k``-th exact distance is below the largest candidate's minus
     ``2 e_q``: every other data row then lies farther than all ``k`` (ties included).
     """
-    q = np.asarray(queries, dtype=np.float64)
-    x_max = float(np.sqrt(np.max(np.einsum("ij,ij->i", data, data))))
-    q_norm = np.sqrt(np.einsum("ij,ij->i", q, q))
-    e_q = 2.0 * (q.shape[1] + 8) * unit * (q_norm + x_max) ** 2
+    e_q = _error_bound(np.asarray(queries, dtype=np.float64), data, unit)
     return np.asarray(d2[:, k - 1] >= d2[:, -1] - 2.0 * e_q)
 
 
@@ -259,8 +268,9 @@ def knn_search(
         Extra candidates beyond ``k``, re-ranked by their exact float64 distances. They
         certify the neighbour set: a query whose ``k``-th exact distance is not below
         the last candidate's by twice the search's rounding-error bound (see
-        :func:`uncertified_rows`) is searched again in float64, and failing that
-        against every data row, so the neighbours are always the exact ones.
+        :func:`uncertified_rows`) is searched again: a float64 pass gathers every data
+        row within its ``k``-th exact distance (plus float64's error bound), exact ties
+        included, so the neighbours are always the exact ones, ties broken by index.
     backend : {"auto", "torch", "faiss"}
         Candidate search: blocked matrix products in torch, or faiss ``IndexFlatL2``.
         ``auto``: faiss for float32 searches on the CPU when faiss-cpu is installed (the
@@ -347,23 +357,31 @@ def _recheck(
 ) -> None:
     """Search again, in place, the rows whose candidates do not certify their neighbours.
 
-    First in float64 on the CPU (unit roundoff 2⁻⁵³, same margin of candidates); rows
-    that even that cannot certify (near-exact ties) get every data row's exact distance.
+    Each such row's ``k``-th exact candidate distance bounds its true ``k``-th distance
+    from above, so every data row at computed float64 distance within that plus float64's
+    error bound is gathered (a superset of the true ``k`` nearest, exact ties included),
+    refined exactly and sorted by distance, then index.
     """
+    import torch
+
     bad = np.flatnonzero(uncertified_rows(q_s, x_s, d2, k, unit))
-    if len(bad) and unit > 2.0**-53:
-        sub_own = own[bad] if own is not None else None
-        cand = _torch_candidates(
-            q_s[bad], x_s, d2.shape[1], sub_own, block_size, "cpu", _torch_dtype("float64")
-        )
-        d2[bad], idx[bad] = _refine(q[bad], x, cand)
-        bad = bad[uncertified_rows(q_s[bad], x_s, d2[bad], k, 2.0**-53)]
-    for i in bad:  # every data row: the exact k nearest
-        everyone = np.arange(len(x))
+    if not len(bad):
+        return
+    radius = d2[bad, k - 1] + 2.0 * _error_bound(q_s[bad], x_s, 2.0**-53)
+    for start, block in _blocks(q_s[bad], x_s, "cpu", torch.float64, block_size):
+        rows = bad[start : start + block.shape[0]]
+        near = block <= torch.from_numpy(radius[start : start + len(rows)]).unsqueeze(1)
         if own is not None:
-            everyone = everyone[everyone != own[i]]
-        row_d2, row_idx = _refine(q[i : i + 1], x, everyone[None, :])
-        d2[i], idx[i] = row_d2[0, : d2.shape[1]], row_idx[0, : d2.shape[1]]
+            near[torch.arange(len(rows)), torch.from_numpy(own[rows])] = False
+        r, c = (t.numpy() for t in torch.nonzero(near, as_tuple=True))
+        counts = np.bincount(r, minlength=len(rows))
+        slot = np.arange(len(r)) - np.repeat(np.cumsum(counts) - counts, counts)
+        cand = np.zeros((len(rows), max(counts.max(), d2.shape[1])), dtype=np.int64)
+        cand[r, slot] = c
+        valid = np.zeros(cand.shape, dtype=bool)
+        valid[r, slot] = True
+        row_d2, row_idx = _refine(q[rows], x, cand, valid)
+        d2[rows], idx[rows] = row_d2[:, : d2.shape[1]], row_idx[:, : d2.shape[1]]
 
 
 def count_within(

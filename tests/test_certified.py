@@ -343,6 +343,17 @@ def test_knn_exact_duplicates_are_broken_by_index(backend):
     np.testing.assert_array_equal(own, _brute_knn(x, x, 3, own=np.arange(len(x)))[1])
 
 
+@pytest.mark.parametrize("backend", _knn_backends())
+def test_knn_on_integer_features_breaks_every_tie_by_index(backend):
+    # integer lattice: the k-th distance is tied far beyond the margin for most queries,
+    # so nearly every row goes through the float64 radius pass
+    x = np.random.default_rng(3).integers(0, 4, size=(600, 3)).astype(np.float64)
+    d2, idx = knn_search(x, x, 6, exclude_self=True, backend=backend)
+    ref_d2, ref_idx = _brute_knn(x, x, 6, own=np.arange(len(x)))
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_array_equal(d2, ref_d2)
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     st.integers(1, 300),
