@@ -535,6 +535,17 @@ def test_skewness_contrast_recovers_leaky_relu_sources(seed):
     assert _skewed_ica(gen.laplace(size=(4000, d)) @ mix) is None
 
 
+def test_hinge_columns_bend_each_source_at_its_median():
+    from estimators.heads import _hinge_map
+
+    s = np.random.default_rng(4).exponential(size=(2001, 3)) * [1.0, 5.0, 0.01]
+    out = _hinge_map(s)(s)
+    z = (s - s.mean(0)) / s.std(0)
+    above = s >= np.median(s, 0)
+    assert np.all(out[above] == 0.0)
+    np.testing.assert_allclose(out[~above], 0.3 * (z - np.median(z, 0))[~above], rtol=1e-12)
+
+
 def test_cauchy_source_density_has_consistent_score_and_derivative():
     from estimators.heads import _Cauchy
 
