@@ -10,8 +10,10 @@ compare in one process:
     to all ``n_samples`` (the tree is built on all points).
 
 (c) faiss-cpu's exact ``IndexFlatL2`` (float32) side by side with our default float32
-    search (which also recomputes the returned neighbours' distances in float64), and
-    our float64 search; each best of 3 in this process, with the neighbour sets compared.
+    search (the ``tiles`` backend, whose returned neighbours' distances are recomputed in
+    float64), our other backends and our float64 search, for the self-search and for
+    half the points queried against the other half; best of 3 with the searches taking
+    turns in this process, with the neighbour sets compared.
 
 Peak memory of the search is measured in a fresh subprocess (ru_maxrss).
 
@@ -73,29 +75,44 @@ def _best_of(fn, repeats: int = 3) -> float:
     return min(times)
 
 
+def _interleaved(fns: dict, repeats: int = 3) -> dict:
+    """Best of ``repeats`` per function, the functions taking turns (one after another in
+    each round), so a slow spell of the machine hits all of them alike."""
+    times: dict = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: min(t) for name, t in times.items()}
+
+
 def _faiss_side_by_side(x: np.ndarray, k: int) -> dict:
     try:
         import faiss
     except ImportError:
         return {"faiss": "not installed"}
     x32 = np.ascontiguousarray(x.astype(np.float32))
+    half = len(x) // 2
+    q32, d32 = x32[:half], np.ascontiguousarray(x32[half:])
 
-    def run_faiss() -> np.ndarray:
-        index = faiss.IndexFlatL2(x32.shape[1])
-        index.add(x32)
-        return index.search(x32, k + 1)[1]
+    def run_faiss(queries: np.ndarray, data: np.ndarray, kk: int) -> np.ndarray:
+        index = faiss.IndexFlatL2(data.shape[1])
+        index.add(data)
+        return index.search(queries, kk)[1]
 
-    t_faiss = _best_of(run_faiss)
-    t_f32 = _best_of(lambda: knn_search(x, x, k, exclude_self=True))  # default: auto
-    t_torch = _best_of(lambda: knn_search(x, x, k, exclude_self=True, backend="torch"))
-    t_f64 = _best_of(lambda: knn_search(x, x, k, exclude_self=True, dtype="float64"))
-    # baseline in the same process: the torch candidate search with the old 256 MiB blocks
-    budget = neighbors._CANDIDATE_BYTES
-    neighbors._CANDIDATE_BYTES = neighbors._BLOCK_BYTES
-    try:
-        t_torch_big = _best_of(lambda: knn_search(x, x, k, exclude_self=True, backend="torch"))
-    finally:
-        neighbors._CANDIDATE_BYTES = budget
+    knn_search(x[:2000], x[:2000], k, exclude_self=True, backend="tiles")  # load the kernels
+    t = _interleaved(
+        {
+            "faiss_s": lambda: run_faiss(x32, x32, k + 1),
+            "knn_default_s": lambda: knn_search(x, x, k, exclude_self=True),  # auto: tiles
+            "knn_faiss_backend_s": lambda: knn_search(x, x, k, exclude_self=True, backend="faiss"),
+            "knn_float32_torch_s": lambda: knn_search(x, x, k, exclude_self=True, backend="torch"),
+            "knn_float64_s": lambda: knn_search(x, x, k, exclude_self=True, dtype="float64"),
+            "faiss_queries_s": lambda: run_faiss(q32, d32, k),
+            "knn_queries_s": lambda: knn_search(x[:half], x[half:], k),
+        }
+    )
     xc = x - x.mean(0)  # what the search sees: the rows the certificate sends back, by margin
     again = {}
     for r in (2, 4):
@@ -105,20 +122,20 @@ def _faiss_side_by_side(x: np.ndarray, k: int) -> dict:
             neighbors.uncertified_rows(xc, xc, d2, k, 2.0**-24).mean()
         )
     ours = knn_search(x, x, k, exclude_self=True, backend="torch")[1]
-    via_faiss = knn_search(x, x, k, exclude_self=True, backend="faiss")[1]
+    found = {
+        name: knn_search(x, x, k, exclude_self=True, backend=name)[1] for name in ("tiles", "faiss")
+    }
     exact = knn_search(x, x, k, exclude_self=True, dtype="float64")[1]
     return {
-        "faiss_s": t_faiss,
-        "knn_default_s": t_f32,
-        "knn_float32_torch_s": t_torch,
-        "knn_float64_s": t_f64,
-        "default_over_faiss": t_f32 / t_faiss,
-        "float32_torch_over_faiss": t_torch / t_faiss,
-        "float64_over_faiss": t_f64 / t_faiss,
-        "knn_float32_torch_256mib_blocks_s": t_torch_big,
-        "torch_256mib_over_32mib_blocks": t_torch_big / t_torch,
+        **t,
+        "default_over_faiss": t["knn_default_s"] / t["faiss_s"],
+        "faiss_backend_over_faiss": t["knn_faiss_backend_s"] / t["faiss_s"],
+        "float32_torch_over_faiss": t["knn_float32_torch_s"] / t["faiss_s"],
+        "float64_over_faiss": t["knn_float64_s"] / t["faiss_s"],
+        "queries_over_faiss": t["knn_queries_s"] / t["faiss_queries_s"],
         **again,
-        "faiss_backend_agrees": bool(np.array_equal(ours, via_faiss)),
+        "tiles_backend_agrees": bool(np.array_equal(ours, found["tiles"])),
+        "faiss_backend_agrees": bool(np.array_equal(ours, found["faiss"])),
         "float32_agrees_with_float64": bool(np.array_equal(ours, exact)),
     }
 

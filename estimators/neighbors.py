@@ -1,8 +1,7 @@
 """Exact brute-force nearest neighbours in memory-bounded blocks of matrix products.
 
 Squared Euclidean distances ``|q|² − 2 q·x + |x|²`` are computed a block of queries at a
-time with one BLAS matrix product (on the GPU when one is present), followed by a
-partial sort (``topk``). Peak memory is the block of distances, not ``n × n``.
+time with BLAS matrix products, followed by a selection of each query's nearest.
 
 By default the search runs in float32 (half the memory traffic of float64) for a few
 more candidates than asked, then the candidates' distances are recomputed exactly in
@@ -11,12 +10,21 @@ the search's rounding error, a query whose ``k``-th exact distance sits clear of
 last candidate's cannot have missed a nearer point. The few queries that are not clear
 (near-ties at float32 precision, exact ties) get every data row within their ``k``-th
 exact distance plus float64's error bound, found with a float64 pass, so both the distances
-and the neighbour set handed back are the float64-exact ones (ties by index). With
-faiss-cpu installed (the ``faiss`` extra), CPU float32 searches use its ``IndexFlatL2``
-for the candidates, with the same refinement, so both backends return the same
-neighbours.
+and the neighbour sets handed back are the float64-exact ones (ties by index).
 
-torch is imported only when a search runs, so ``import estimators`` stays light.
+Three backends find the candidates, and all return the same neighbours:
+
+- ``tiles`` (the CPU default for searches of ``2**23`` query-data pairs or more):
+  512-row tiles from BLAS, scanned by compiled bounded heaps (:mod:`estimators._tiles`,
+  numba); a self-search computes only the tiles on and above the diagonal, each serving
+  both of its blocks. At n = 20,000 it is 0.6-0.8 times faiss's ``IndexFlatL2`` time,
+  float64 refinement included (``benchmarks/RESULTS.md``).
+- ``faiss``: faiss-cpu's ``IndexFlatL2`` (the ``faiss`` extra), for smaller float32 CPU
+  searches when installed.
+- ``torch``: blocked ``addmm`` and ``topk``; the only one on a GPU (and for torch
+  tensors), and the fallback.
+
+torch and numba are imported only when a search runs, so ``import estimators`` stays light.
 
 Examples
 --------
@@ -40,7 +48,8 @@ __all__ = ["knn_search", "count_within", "default_device", "uncertified_rows", "
 _BLOCK_BYTES = 256 * 2**20  # distance block budget
 _CANDIDATE_BYTES = 32 * 2**20  # candidate-search block: fewer cache misses in topk
 _REFINE_BYTES = 4 * 2**20  # gathered-candidates block: small enough to stay in cache
-BACKENDS: tuple[str, ...] = ("auto", "torch", "faiss")
+_TILES_MIN_PAIRS = 2**23  # (query, data) pairs from which ``auto`` takes the tiled search
+BACKENDS: tuple[str, ...] = ("auto", "tiles", "torch", "faiss")
 
 
 def default_device() -> Any:
@@ -150,6 +159,28 @@ def _faiss_candidates(queries: Any, data: Any, k: int, exclude_self: bool) -> np
     return idx.astype(np.int64)
 
 
+def _tiled_candidates(
+    q: np.ndarray,
+    x: np.ndarray,
+    q_s: np.ndarray,
+    x_s: np.ndarray,
+    kc: int,
+    exclude_self: bool,
+    tdtype: Any,
+) -> np.ndarray:
+    """Candidates from :mod:`estimators._tiles`, on every torch thread."""
+    import torch
+
+    from estimators import _tiles
+
+    same = q is x or (q.shape == x.shape and np.array_equal(q, x))
+    dtype = np.float32 if tdtype == torch.float32 else np.float64
+    workers = max(1, torch.get_num_threads())
+    return _tiles.candidates(
+        q_s, x_s, kc, exclude_self=exclude_self, same=same, dtype=dtype, n_workers=workers
+    )
+
+
 def _refine(
     queries: np.ndarray, data: np.ndarray, cand: np.ndarray, valid: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -185,7 +216,7 @@ def _unit_roundoff(backend: str, tdtype: Any) -> float:
 
     if tdtype == torch.float64:
         return 2.0**-53
-    if backend == "faiss":
+    if backend in ("faiss", "tiles"):  # plain IEEE products on the CPU
         return 2.0**-24
     lowered = torch.get_float32_matmul_precision() != "highest"
     return 2.0**-8 if lowered or torch.backends.cuda.matmul.allow_tf32 else 2.0**-24
@@ -215,22 +246,37 @@ def uncertified_rows(
     return np.asarray(d2[:, k - 1] >= d2[:, -1] - 2.0 * e_q)
 
 
-def _resolve_backend(backend: str, tdtype: Any, device: Any, queries: Any) -> str:
-    """``auto``: faiss for float32 CPU searches on arrays when faiss is installed, else torch."""
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _resolve_backend(backend: str, tdtype: Any, device: Any, queries: Any, n_pairs: int) -> str:
+    """Pick the candidate search; ``auto`` chooses for CPU searches on arrays.
+
+    ``tiles`` (numba) from ``2**23`` (query, data) pairs, below which compiling or loading
+    its kernels would cost more than it saves; faiss for smaller float32 searches when
+    installed; torch otherwise, and always on a GPU or for torch tensors.
+    """
     import torch
 
     if backend not in BACKENDS:
         raise unknown_name_error("backend", backend, BACKENDS)
+    if backend == "tiles" and not _importable("numba"):
+        raise ValidationError(
+            "backend='tiles' needs numba (a dependency of clt-gen: pip install numba), or "
+            "use backend='torch'"
+        )
     if backend != "auto":
         return backend
     on_cpu = device is None and not torch.cuda.is_available() or str(device) == "cpu"
-    if tdtype == torch.float32 and on_cpu and not isinstance(queries, torch.Tensor):
-        try:
-            import faiss  # noqa: F401
-
-            return "faiss"
-        except ImportError:
-            pass
+    if not on_cpu or isinstance(queries, torch.Tensor):
+        return "torch"
+    if n_pairs >= _TILES_MIN_PAIRS and _importable("numba"):
+        return "tiles"
+    if tdtype == torch.float32 and _importable("faiss"):
+        return "faiss"
     return "torch"
 
 
@@ -271,11 +317,13 @@ def knn_search(
         :func:`uncertified_rows`) is searched again: a float64 pass gathers every data
         row within its ``k``-th exact distance (plus float64's error bound), exact ties
         included, so the neighbours are always the exact ones, ties broken by index.
-    backend : {"auto", "torch", "faiss"}
-        Candidate search: blocked matrix products in torch, or faiss ``IndexFlatL2``.
-        ``auto``: faiss for float32 searches on the CPU when faiss-cpu is installed (the
-        ``faiss`` extra), torch otherwise (and always on a GPU). Both return the same
-        neighbours after the float64 refinement.
+    backend : {"auto", "tiles", "torch", "faiss"}
+        Candidate search: BLAS tiles scanned by compiled heaps (numba), blocked matrix
+        products and ``topk`` in torch, or faiss ``IndexFlatL2``. ``auto``, on the CPU:
+        ``tiles`` from ``2**23`` query-data pairs, faiss for smaller float32 searches
+        when faiss-cpu is installed (the ``faiss`` extra), torch otherwise; torch on a
+        GPU and for torch tensors. All return the same neighbours after the float64
+        refinement.
 
     Returns
     -------
@@ -304,7 +352,7 @@ def knn_search(
         )
     tdtype = _torch_dtype(dtype)
 
-    backend = _resolve_backend(backend, tdtype, device, queries)
+    backend = _resolve_backend(backend, tdtype, device, queries, len(queries) * len(data))
     kc = min(limit, int(k) + int(refine))
     return _search(queries, data, int(k), kc, exclude_self, backend, tdtype, block_size, device)
 
@@ -326,6 +374,12 @@ def _search(
     limit = len(data) - 1 if exclude_self else len(data)
     q = queries.cpu().numpy() if isinstance(queries, torch.Tensor) else np.asarray(queries)
     x = data.cpu().numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
+    for name, arr in (("queries", q), ("data", x)):
+        if not np.isfinite(arr).all():
+            raise ValidationError(
+                f"{name} must be finite (found NaN or inf in an array of shape {arr.shape}); "
+                "drop or impute those rows first"
+            )
     # distances are translation invariant: centring keeps |q|² + |x|² − 2q·x from
     # cancelling catastrophically on features far from the origin
     centre = x.mean(0, dtype=np.float64)
@@ -333,6 +387,8 @@ def _search(
     own = np.arange(len(q)) if exclude_self else None
     if backend == "faiss":
         cand = _faiss_candidates(q_s, x_s, kc, exclude_self)
+    elif backend == "tiles":
+        cand = _tiled_candidates(q, x, q_s, x_s, kc, exclude_self, tdtype)
     else:
         on = queries.device if isinstance(queries, torch.Tensor) else device
         cand = _torch_candidates(q_s, x_s, kc, own, block_size, on, tdtype)

@@ -308,9 +308,9 @@ def _knn_backends():
     try:
         import faiss  # noqa: F401
 
-        return ("torch", "faiss")
+        return ("torch", "tiles", "faiss")
     except ImportError:
-        return ("torch",)
+        return ("torch", "tiles")
 
 
 @pytest.mark.parametrize("backend", _knn_backends())
@@ -379,6 +379,7 @@ def test_float32_distance_error_is_within_the_certificates_bound(d, log_scale, o
 def test_uncertified_rows_flag_exactly_what_a_short_margin_may_get_wrong():
     import torch
 
+    from estimators import _tiles
     from estimators.neighbors import _faiss_candidates, _refine, _torch_candidates
 
     gen = np.random.default_rng(2)
@@ -388,6 +389,9 @@ def test_uncertified_rows_flag_exactly_what_a_short_margin_may_get_wrong():
     for backend in _knn_backends():
         if backend == "faiss":
             cand = _faiss_candidates(xc[:400], xc, 21, True)
+        elif backend == "tiles":
+            kw = {"exclude_self": True, "same": False, "dtype": np.float32, "n_workers": 2}
+            cand = _tiles.candidates(xc[:400], xc, 21, **kw)
         else:
             cand = _torch_candidates(xc[:400], xc, 21, np.arange(400), None, "cpu", torch.float32)
         d2, idx = _refine(x[:400], x, cand)
@@ -397,6 +401,77 @@ def test_uncertified_rows_flag_exactly_what_a_short_margin_may_get_wrong():
         np.testing.assert_array_equal(idx[~bad, :20], ref[~bad])
         _, searched = knn_search(x[:400], x, 20, refine=1, backend=backend, exclude_self=False)
         np.testing.assert_array_equal(searched[:, 1:], ref[:, :19])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_tiled_search_matches_the_brute_force_reference(dtype):
+    # 1,300 rows: two full 512-row tiles and a partial one, so self-search uses diagonal,
+    # off-diagonal and ragged tiles, and both of a tile's passes (rows and columns)
+    gen = np.random.default_rng(4)
+    x = gen.normal(size=(1300, 8)) * 3.0 + 1.0
+    q = gen.normal(size=(700, 8)) * 3.0
+    for queries, data, exclude in (
+        (x, x, True),
+        (x, x, False),
+        (q, x, False),
+        (x[:600], x[:600], True),
+    ):
+        d2, idx = knn_search(queries, data, 9, exclude_self=exclude, backend="tiles", dtype=dtype)
+        own = np.arange(len(queries)) if exclude else None
+        ref_d2, ref_idx = _brute_knn(queries, data, 9, own=own)
+        np.testing.assert_array_equal(idx, ref_idx)
+        np.testing.assert_allclose(d2, ref_d2, rtol=1e-12)
+
+
+def test_tiled_self_search_with_a_copy_of_the_data_is_the_same_search():
+    gen = np.random.default_rng(6)
+    x = gen.normal(size=(1100, 5))
+    a = knn_search(x, x, 4, exclude_self=True, backend="tiles")
+    b = knn_search(x.copy(), x, 4, exclude_self=True, backend="tiles")
+    np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_array_equal(a[0], b[0])
+
+
+@given(st.integers(1, 40))
+def test_round_robin_visits_every_block_pair_once(n_blocks):
+    from estimators._tiles import _round_robin
+
+    pairs = _round_robin(n_blocks)
+    expected = {(a, b) for a in range(n_blocks) for b in range(a, n_blocks)}
+    assert len(pairs) == len(expected) and set(pairs) == expected
+
+
+def test_tiled_workers_never_share_a_block():
+    import threading
+    import time
+
+    from estimators._tiles import _round_robin, _run_exclusive
+
+    active: list[int] = []
+    lock = threading.Lock()
+    clashes, done = [], []
+
+    def work(worker, a, b):
+        with lock:
+            if a in active or b in active:
+                clashes.append((a, b))
+            active.extend({a, b})
+        time.sleep(0.001)
+        with lock:
+            for blk in {a, b}:
+                active.remove(blk)
+            done.append((a, b))
+
+    pairs = _round_robin(9)
+    _run_exclusive(pairs, work, 4)
+    assert not clashes and sorted(done) == sorted(pairs)
+
+
+def test_knn_rejects_non_finite_features():
+    x = np.random.default_rng(0).normal(size=(50, 3))
+    x[7, 1] = np.nan
+    with pytest.raises(ValidationError, match="data must be finite"):
+        knn_search(x[:5] * 0, x, 3)
 
 
 def test_knn_refine_must_be_a_positive_int():
