@@ -12,7 +12,9 @@ coordinates are skewed but nearly mesokurtic. This script fits the logistic head
   before 2026-12-03;
 * ``shipped``: ``_feature_map(x, "ica")``, which takes the rotation from a skewness
   contrast when every component it finds is skewed (``_skewed_ica``), else ``logcosh``,
-  and then adds one shrunk hinge column per source (``_hinge_map``);
+  and then adds one shrunk hinge column per source (``_hinge_map``); fitted without
+  labels, so on the pooled rows (the heads fit it on class-centred rows since
+  2026-12-03, afternoon: ``benchmarks/class_centred_ica.py``);
 * ``true``: the true ``z`` (the inverse of the task's own warp).
 
 It also prints the Amari distance (0: sources recovered up to scale and order) of both

@@ -636,6 +636,60 @@ def test_cauchy_source_density_has_consistent_score_and_derivative():
     np.testing.assert_allclose(der, (s_up - s_dn) / (2 * h), rtol=1e-5, atol=1e-9)
 
 
+def test_class_centring_subtracts_each_class_mean_and_falls_back_without_labels():
+    from estimators.heads import _class_centred
+
+    gen = np.random.default_rng(0)
+    a = gen.normal(size=(300, 4)) + 5.0
+    y = gen.integers(0, 3, 300)
+    out = _class_centred(a, y)
+    for c in range(3):
+        np.testing.assert_allclose(out[y == c].mean(0), 0.0, atol=1e-12)
+        shift = np.broadcast_to(-a[y == c].mean(0), (int((y == c).sum()), 4))
+        np.testing.assert_allclose(out[y == c] - a[y == c], shift, atol=1e-12)
+    assert _class_centred(a, None) is a
+    lone = y.copy()
+    lone[0] = 7  # a class of one row: its mean would be the row itself
+    assert _class_centred(a, lone) is a
+    assert _class_centred(a, np.zeros(300, dtype=int)) is a
+
+
+def _shifted_sinh_mixture(seed, n, d=16):
+    """Within-class independent sources ``sinh(1.5 u)``, ``u ~ N(±2 v, I)``, linearly mixed."""
+    from scipy.special import logsumexp
+
+    gen = np.random.default_rng(seed)
+    v = gen.normal(size=d)
+    means = np.stack([2.0 * v, -2.0 * v]) / np.linalg.norm(v)
+    mix = gen.normal(size=(d, d)) / np.sqrt(d)
+
+    def draw(m):
+        y = gen.integers(0, 2, m)
+        u = means[y] + gen.normal(size=(m, d))
+        ll = -0.5 * ((u[:, None, :] - means[None]) ** 2).sum(-1)
+        return np.sinh(1.5 * u) @ mix, y, np.exp(ll - logsumexp(ll, 1, keepdims=True))
+
+    return draw(n), draw(20_000)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_class_centred_unmixing_recovers_sources_a_class_shift_makes_dependent(seed):
+    # pooled over the classes the sources are dependent (they share the class shift), so
+    # pooled ICA finds other directions; fitted within classes it finds the sources.
+    # Measured excess (logistic, 4,000 rows): pooled 0.041-0.044, centred 0.007-0.012
+    from estimators.heads import _feature_map, _fit_logistic
+
+    (x, y, _), (xe, ye, pe) = _shifted_sinh_mixture(seed, 4000)
+    best = -np.log(pe[np.arange(len(ye)), ye]).mean()
+    excess = []
+    for labels in (None, y):
+        fmap = _feature_map(x, "ica_linear", labels)
+        pred = _fit_logistic(fmap(x), y, 2, random_state=0, C=1.0, features="none")
+        excess.append(-pred(fmap(xe))[np.arange(len(ye)), ye].mean() - best)
+    assert excess[0] > 0.03
+    assert excess[1] < 0.5 * excess[0]
+
+
 def test_ica_feature_map_is_seeded_and_finite():
     from estimators.heads import _feature_map, _skewed_ica
 
