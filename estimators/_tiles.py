@@ -184,7 +184,8 @@ def candidates(
 
     x = np.ascontiguousarray(data, dtype=dtype)
     q = x if same else np.ascontiguousarray(queries, dtype=dtype)
-    x_norms = np.einsum("ij,ij->i", x.astype(np.float64), x.astype(np.float64)).astype(dtype)
+    x64 = x.astype(np.float64, copy=False)
+    x_norms = np.einsum("ij,ij->i", x64, x64).astype(dtype)
     hv = np.full((len(q), m), np.inf, dtype=dtype)
     hi = np.full((len(q), m), -1, dtype=np.int64)
     bufs = [np.empty((TILE, TILE), dtype=dtype) for _ in range(n_workers)]
