@@ -690,6 +690,95 @@ def test_class_centred_unmixing_recovers_sources_a_class_shift_makes_dependent(s
     assert excess[1] < 0.5 * excess[0]
 
 
+def _warped_mixture_bayes_loss(n, seed):
+    """Log loss of the exact posterior of :func:`_warped_mixture` on its second half."""
+    from scipy.special import logsumexp
+
+    gen = np.random.default_rng(seed)
+    means = np.random.default_rng(11).normal(size=(4, 6)) * 1.2
+    y = gen.integers(0, 4, n)
+    x = means[y] + gen.normal(size=(n, 6))
+    ll = -0.5 * ((x[:, None, :] - means[None]) ** 2).sum(-1)
+    lp = (ll - logsumexp(ll, 1, keepdims=True))[n // 2 :]
+    return -lp[np.arange(len(lp)), y[n // 2 :]].mean()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_flow_map_undoes_a_two_layer_warp_better_than_one_gaussianization_step(seed):
+    # the quantile map of the first step makes each pooled coordinate Gaussian, which is
+    # not the inverse of the last leaky ReLU; the flow refits every step jointly.
+    # Measured excess over the exact posterior (6,000 fitting rows): ica 0.021 / 0.019 /
+    # 0.014, flow 0.012 / 0.009 / 0.009 (seeds 0-2). Deterministic.
+    from estimators.heads import _candidates
+
+    z, y = _warped_mixture(12_000, seed)
+    best = _warped_mixture_bayes_loss(12_000, seed)
+    excess = {f: _logistic_test_loss(z, y, f) - best for f in ("ica", "flow")}
+    assert 0.0 < excess["flow"] < 0.8 * excess["ica"]
+    candidate = ("logistic", {"C": 1.0, "features": "flow"})
+    assert candidate in _candidates(["logistic"], 1000, 16)
+    assert candidate not in _candidates(["logistic"], 1000, 17)
+    assert candidate not in _candidates(["logistic"], 399, 4)
+
+
+def test_flow_gradient_matches_finite_differences():
+    from estimators import _flow
+
+    gen = np.random.default_rng(0)
+    y = gen.integers(0, 3, 300)
+    a = gen.normal(size=(300, 3)) + y[:, None]
+    first = _flow.monotone_init(a, a + 0.1 * a**3)
+    u = _flow.monotone_apply(a, first)
+    w = gen.normal(size=(3, 3)) + 2.0 * np.eye(3)
+    second = _flow.monotone_init(u @ w.T, np.tanh(u @ w.T))
+    flow = _flow._Flow(first, second)
+    parts = [first["log_coef"], first["intercept"], w, np.zeros(3)]
+    theta = flow.pack(parts + [second["log_coef"], second["intercept"]])
+    theta = theta + 0.1 * gen.normal(size=theta.shape)
+    onehot = np.eye(3)[y]
+    loss, grad = _flow._nll_grad(flow, theta, a, onehot)
+    assert np.isfinite(loss) and grad is not None
+    step = 1e-6
+    numeric = np.empty_like(theta)
+    for i in range(len(theta)):
+        e = np.zeros_like(theta)
+        e[i] = step
+        up = _flow._nll_grad(flow, theta + e, a, onehot, grad=False)[0]
+        down = _flow._nll_grad(flow, theta - e, a, onehot, grad=False)[0]
+        numeric[i] = (up - down) / (2 * step)
+    # central differences: O(step^2) truncation, ~1e-10 rounding; measured 3e-9
+    np.testing.assert_allclose(grad, numeric, atol=1e-7)
+
+
+def test_monotone_maps_are_increasing_and_fit_their_target():
+    from estimators import _flow
+
+    a = np.random.default_rng(1).normal(size=(3000, 2))
+    target = np.column_stack([np.sinh(a[:, 0]), np.where(a[:, 1] > 0, a[:, 1], 5 * a[:, 1])])
+    params = _flow.monotone_init(a, target)
+    grid = np.repeat(np.linspace(-4, 4, 2001)[:, None], 2, 1)
+    assert np.all(np.diff(_flow.monotone_apply(grid, params), axis=0) > 0)
+    # between the outermost centres (5% and 95% quantiles; linear beyond them)
+    inside = np.all(np.abs(a) < 1.6, axis=1)
+    err = np.abs(_flow.monotone_apply(a, params) - target)[inside].mean(0) / target.std(0)
+    # 7 centres ~0.5 sd apart: nearly piecewise linear between them; measured 0.026 (sinh),
+    # 0.007 (kink)
+    assert err.max() < 0.04, err
+
+
+def test_flow_map_without_labels_and_on_degenerate_features_is_finite():
+    from estimators.heads import _feature_map
+
+    z, y = _warped_mixture(2000, 1)
+    out = _feature_map(z, "flow")(z[:100])
+    assert out.shape == (100, 6) and np.isfinite(out).all()
+    np.testing.assert_array_equal(out, _feature_map(z, "flow")(z[:100]))  # deterministic
+    gen = np.random.default_rng(0)
+    flat = np.column_stack([gen.normal(size=300), np.ones(300), gen.normal(size=300)])
+    out = _feature_map(flat, "flow", gen.integers(0, 2, 300))(flat)
+    assert out.shape == (300, 3) and np.isfinite(out).all()
+
+
 def test_ica_feature_map_is_seeded_and_finite():
     from estimators.heads import _feature_map, _skewed_ica
 
