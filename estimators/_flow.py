@@ -153,13 +153,23 @@ class _Flow:
         cuts = np.cumsum(self.sizes)[:-1]
         return [p.reshape(s) for p, s in zip(np.split(theta, cuts), self.shapes, strict=True)]
 
-    def transform(self, theta: np.ndarray, a: np.ndarray) -> np.ndarray:
-        """Return ``h`` for the rows ``a``."""
+    def forward(self, theta: np.ndarray, a: np.ndarray) -> tuple[Any, ...]:
+        """Both layers at the rows ``a``: ``(u, v, h, cache2, cache1)``.
+
+        ``u = φ₂(a)``, ``v = W u + b``, ``h = φ₁(v)`` (intercepts included); each cache is
+        ``(slope, softplus, sigmoid)`` of its layer, as :func:`_backward` takes it.
+        """
         coef2, icpt2, w, b, coef1, icpt1 = self.unpack(theta)
         f, s = self.layers
-        u = _forward(a, f["centres"], f["widths"], np.exp(coef2))[0] + icpt2
+        u, sl2, sp2, sg2 = _forward(a, f["centres"], f["widths"], np.exp(coef2))
+        u = u + icpt2
         v = u @ w.T + b
-        return np.asarray(_forward(v, s["centres"], s["widths"], np.exp(coef1))[0] + icpt1)
+        h, sl1, sp1, sg1 = _forward(v, s["centres"], s["widths"], np.exp(coef1))
+        return u, v, h + icpt1, (sl2, sp2, sg2), (sl1, sp1, sg1)
+
+    def transform(self, theta: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """Return ``h`` for the rows ``a``."""
+        return np.asarray(self.forward(theta, a)[2])
 
 
 def _classes_mean(h: np.ndarray, onehot: np.ndarray) -> np.ndarray:
@@ -175,15 +185,12 @@ def _nll_grad(
     ``½ log det Σ̂ − mean log |det J|``, with ``Σ̂`` the within-class covariance of ``h``.
     The class means' own gradient vanishes (they are the within-class least-squares fit).
     """
-    coef2, icpt2, w, b, coef1, icpt1 = flow.unpack(theta)
+    coef2, _, w, _, coef1, _ = flow.unpack(theta)
     f, s = flow.layers
-    e2, e1 = np.exp(coef2), np.exp(coef1)
     n = len(a)
-    u, sl2, sp2, sg2 = _forward(a, f["centres"], f["widths"], e2)
-    u = u + icpt2
-    v = u @ w.T + b
-    h, sl1, sp1, sg1 = _forward(v, s["centres"], s["widths"], e1)
-    r = h + icpt1 - _classes_mean(h + icpt1, onehot)
+    u, v, h, cache2, cache1 = flow.forward(theta, a)
+    sl2, sl1 = cache2[0], cache1[0]
+    r = h - _classes_mean(h, onehot)
     cov = r.T @ r / n
     sign, logdet = np.linalg.slogdet(cov)
     sign_w, logdet_w = np.linalg.slogdet(w)
@@ -193,10 +200,11 @@ def _nll_grad(
     if not grad:
         return float(loss), None
     gh = np.linalg.solve(cov, r.T).T / n
-    gvv, ge1 = _backward(v, s["centres"], s["widths"], e1, (sl1, sp1, sg1), gh, -1 / (n * sl1))
+    e2, e1 = np.exp(coef2), np.exp(coef1)
+    gvv, ge1 = _backward(v, s["centres"], s["widths"], e1, cache1, gh, -1 / (n * sl1))
     gu = gvv @ w
     gw = gvv.T @ u - np.linalg.inv(w).T
-    _, ge2 = _backward(a, f["centres"], f["widths"], e2, (sl2, sp2, sg2), gu, -1 / (n * sl2))
+    _, ge2 = _backward(a, f["centres"], f["widths"], e2, cache2, gu, -1 / (n * sl2))
     parts = [ge2 * e2, gu.sum(0), gw, gvv.sum(0), ge1 * e1, gh.sum(0)]
     return float(loss), flow.pack(parts)
 
