@@ -6,9 +6,9 @@ Both hold for **any** distribution on ``[0, B]``:
     Waudby-Smith & Ramdas (JRSS-B 2024), fixed-sample form: the capital process
     ``K(m) = Π_i (1 − λ_i (x_i/B − m/B))`` with predictable bets
     ``λ_i = min(√(2 ln(1/δ) / (n σ̂²_{i−1})), c)`` is a non-negative supermartingale
-    when the mean is ``m`` or less, so by Ville's inequality ``P(K(μ) ≥ 1/δ) ≤ δ``. The
-    bound is the smallest ``m`` with ``K(m) ≥ 1/δ``; ``K`` increases with ``m``, so a
-    bisection finds it. The bets use only past terms, so the order of the terms is part
+    when the mean is ``m`` or more (each factor has expectation ``1 − λ_i (μ − m)/B``), so
+    by Ville's inequality ``P(K(μ) ≥ 1/δ) ≤ δ``. The bound is the smallest ``m`` with
+    ``K(m) ≥ 1/δ``; ``K`` increases with ``m``, so a bisection finds it. The bets use only past terms, so the order of the terms is part
     of the method: it is a random permutation drawn from ``random_state``.
 ``bernstein``
     Empirical Bernstein (Maurer & Pontil 2009, Thm 4):
