@@ -326,9 +326,33 @@ def test_max_entropy_is_the_uniform_entropy_and_never_below_it(omega):
     distribution rounds up to 1.8e-15 below ``log K``), never below ``H_Ω(uniform)``."""
     import math
 
-    for k in (2, 3, 7, 10, 100, 1000):
+    for k in (2, 3, 5, 7, 10, 100, 1000):
         cap = max_entropy(k, omega=omega, alpha=1.7)
         uniform = float(generalized_entropy(np.full(k, 1.0 / k), omega=omega, alpha=1.7))
         assert abs(cap - uniform) < 1e-13
+        assert cap >= uniform
         if omega == "shannon":
-            assert cap == math.log(k)
+            assert math.log(k) < cap <= math.log(k) * (1 + 4e-15)
+
+
+@pytest.mark.parametrize("omega", ["shannon", "squared", "sparsemax", "tsallis", "zero_one"])
+def test_max_entropy_is_never_below_the_real_value(omega):
+    """Against 40-digit arithmetic: the nearest float to ``ln 5`` is below ``ln 5``, so a
+    cap at ``math.log(K)`` would let a certified bound sit (by 4e-17) below a truth of
+    ``H(uniform)``, found by labels independent of 128-d features with ``K = 5``."""
+    import mpmath
+
+    mpmath.mp.dps = 40
+    for alpha in (1.1, 1.5, 1.7, 2.0, 3.0):
+        for k in list(range(2, 130)) + [1000, 4096, 10**6]:
+            cap = max_entropy(k, omega=omega, alpha=alpha)
+            kk = mpmath.mpf(k)
+            real = {
+                "shannon": mpmath.log(kk),
+                "squared": (1 - 1 / kk) / 2,
+                "sparsemax": (1 - 1 / kk) / 2,
+                "tsallis": (1 - kk ** (1 - mpmath.mpf(alpha))) / (alpha * (alpha - 1)),
+                "zero_one": 1 - 1 / kk,
+            }[omega]
+            assert mpmath.mpf(cap) >= real, (k, alpha)
+            assert mpmath.mpf(cap) - real <= 1e-14 * real, (k, alpha)
