@@ -8,8 +8,9 @@ Both hold for **any** distribution on ``[0, B]``:
     ``λ_i = min(√(2 ln(1/δ) / (n σ̂²_{i−1})), c)`` is a non-negative supermartingale
     when the mean is ``m`` or more (each factor has expectation ``1 − λ_i (μ − m)/B``), so
     by Ville's inequality ``P(K(μ) ≥ 1/δ) ≤ δ``. The bound is the smallest ``m`` with
-    ``K(m) ≥ 1/δ``; ``K`` increases with ``m``, so a bisection finds it. The bets use only past terms, so the order of the terms is part
-    of the method: it is a random permutation drawn from ``random_state``.
+    ``K(m) ≥ 1/δ``; ``K`` increases with ``m``, so a bisection finds it. The bets use
+    only past terms, so the order of the terms is part of the method: it is a random
+    permutation drawn from ``random_state``.
 ``bernstein``
     Empirical Bernstein (Maurer & Pontil 2009, Thm 4):
     ``mean + √(2 V ln(2/δ)/n) + 7 B ln(2/δ) / (3(n−1))``.
