@@ -192,15 +192,27 @@ def _penultimate(x: np.ndarray) -> np.ndarray:
     return z
 
 
+def teacher_layers(
+    d: int, k: int, kind: str, seed: int
+) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray, float]:
+    """The teacher as ``(hidden, V, scale)``: its logits are ``hidden(z) @ V * scale``.
+
+    ``hidden`` is the identity for the linear teacher and the tanh layer (64 units) for the
+    MLP teacher; ``benchmarks/teacher_oracle.py`` hands it to an oracle head.
+    """
+    gen = np.random.default_rng(700 + seed)
+    if kind == "linear":
+        v = gen.normal(size=(d, k))
+        return (lambda z: z), v, 2.0 / np.sqrt(d)
+    w = gen.normal(size=(d, 64))
+    v = gen.normal(size=(64, k))
+    return (lambda z: np.tanh(z @ w * (1.5 / np.sqrt(d)))), v, 3.0 / np.sqrt(64)
+
+
 def _teacher(pool: np.ndarray, k: int, kind: str, seed: int) -> np.ndarray:
     """Teacher posteriors p(y|z) for every pool point, shape (n_pool, k)."""
-    gen = np.random.default_rng(700 + seed)
-    d = pool.shape[1]
-    if kind == "linear":
-        logits = pool @ gen.normal(size=(d, k)) * (2.0 / np.sqrt(d))
-    else:
-        h = np.tanh(pool @ gen.normal(size=(d, 64)) * (1.5 / np.sqrt(d)))
-        logits = h @ gen.normal(size=(64, k)) * (3.0 / np.sqrt(64))
+    hidden, v, scale = teacher_layers(pool.shape[1], k, kind, seed)
+    logits = hidden(pool) @ v * scale
     return np.exp(logits - logsumexp(logits, 1, keepdims=True))
 
 
