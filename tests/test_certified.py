@@ -95,7 +95,7 @@ def test_dpi_profile_is_monotone_and_below_every_bound(bounds):
         assert p == min(bounds[i:])
 
 
-@pytest.mark.parametrize("omega", ["shannon", "squared"])
+@pytest.mark.parametrize("omega", ["shannon", "squared", "tsallis", "sparsemax", "zero_one"])
 def test_bound_covers_the_truth_on_a_finite_joint(omega):
     """Statistical test: misses ~ Binomial(R, <= delta). With R = 40 and delta = 0.2 the
     test fails falsely with probability <= 1 - binom.cdf(17, 40, 0.2) < 0.001."""
