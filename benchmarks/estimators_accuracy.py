@@ -216,15 +216,13 @@ def _penultimate(x: np.ndarray) -> np.ndarray:
     """32-d penultimate features (live units, standardized) of the shipped network body."""
     import hashlib
 
-    digest = hashlib.sha256(WEIGHTS.read_bytes()).hexdigest()[:12] if WEIGHTS.exists() else ""
-    path = CACHE / f"fashion_penultimate32_{digest}.npy"
-    if digest and path.exists():
-        return np.load(path)
     import torch
 
-    body = _body()
+    body = _body()  # writes the weights first when they are missing
     digest = hashlib.sha256(WEIGHTS.read_bytes()).hexdigest()[:12]
-    path = CACHE / f"fashion_penultimate32_{digest}.npy"
+    path = CACHE / f"fashion_penultimate32_{digest}.npy"  # keyed by the weights
+    if path.exists():
+        return np.load(path)
     with torch.no_grad():
         z = body(torch.from_numpy(x)).double().numpy()
     z = z[:, z.std(0) > 0]
