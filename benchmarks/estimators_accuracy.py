@@ -90,14 +90,15 @@ def _mixture_truth(means: np.ndarray, omega: str) -> float:
     return float(np.concatenate(vals).mean())
 
 
-def _invertible_net(d: int, seed: int) -> Callable[[np.ndarray], np.ndarray]:
+def _invertible_net(d: int, seed: int, slope: float = 0.2) -> Callable[[np.ndarray], np.ndarray]:
+    """Two layers of (orthogonal matrix × 1.5, leaky ReLU of ``slope``); ``rng(500 + seed)``."""
     gen = np.random.default_rng(500 + seed)
     mats = [np.linalg.qr(gen.normal(size=(d, d)))[0] * 1.5 for _ in range(2)]
 
     def f(z: np.ndarray) -> np.ndarray:
         for m in mats:
             z = z @ m
-            z = np.where(z > 0, z, 0.2 * z)  # leaky ReLU: a bijection
+            z = np.where(z > 0, z, slope * z)  # leaky ReLU: a bijection
         return z
 
     return f

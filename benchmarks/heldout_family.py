@@ -64,19 +64,6 @@ def _log1p_warp(d: int, seed: int):
     return lambda z: np.sign(z @ rot) * np.log1p(np.abs(z @ rot) * 2.0)
 
 
-def _leaky_net(d: int, slope: float, seed: int):
-    gen = np.random.default_rng(seed)
-    mats = [np.linalg.qr(gen.normal(size=(d, d)))[0] * 1.5 for _ in range(2)]
-
-    def f(z: np.ndarray) -> np.ndarray:
-        for m in mats:
-            z = z @ m
-            z = np.where(z > 0, z, slope * z)
-        return z
-
-    return f
-
-
 def _mixture(k: int, d: int, task_seed: int, warp=None, name: str = ""):
     means = battery._means(k, d, task_seed)
     memo: dict[str, float] = {}
@@ -138,7 +125,7 @@ def tasks() -> list[tuple[battery.Task, int]]:
         (_mixture(5, 16, 7, cubic, "cubic"), N),
         (_mixture(5, 16, 7, _log1p_warp(16, 913), "log1p"), N),
         (_mixture(5, 16, 7, battery._mixed_sinh(16, 5), "mixsinh"), N),
-        (_mixture(3, 48, 8, _leaky_net(48, 0.3, 911), "invnet"), N),
+        (_mixture(3, 48, 8, battery._invertible_net(48, 411, slope=0.3), "invnet"), N),
         (_teacher_task(pca[16], "fmnist-pca16", 5, "linear", 1), N),
         (_teacher_task(pca[64], "fmnist-pca64", 5, "linear", 2), N),
         (_teacher_task(pca[32], "fmnist-pca32", 5, "relu", 3), N),
