@@ -135,7 +135,10 @@ def _losses(
     for i in range(1, len(layers)):
         if chosen is not None:
             a, b = fits["terms"][chosen[i]], fits["terms"][chosen[i - 1]]
-            out.append(paired_difference(a, b, n_bootstrap=n_bootstrap, **kw))
+            pair = {chosen[i], chosen[i - 1]}  # one layer when both read the same terms
+            var = sum(fits["heldout"][j].params.get("head_variance", 0.0) for j in pair)
+            var = var if len(pair) == 2 else 0.0
+            out.append(paired_difference(a, b, n_bootstrap=n_bootstrap, extra_variance=var, **kw))
         else:
             prev, cur = feats["certify"][layers[i - 1]], feats["certify"][layers[i]]
             out.append(

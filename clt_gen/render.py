@@ -199,7 +199,8 @@ def _layers_table(layers: list[dict[str, Any]]) -> list[str]:
     parts: list[str] = []
     parts.append(
         "<h2>Layers</h2><p>H train and H held-out are <b>estimates</b> (model-based; "
-        "interval: sampling noise given the fitted heads). U is a <b>certified upper "
+        "interval: sampling noise and the heads' fluctuation, not their remaining "
+        "excess risk). U is a <b>certified upper "
         "bound</b> on H(Y|Z) from held-out data (holds with probability ≥ 1−δ for any "
         "distribution, δ shared by all layers); U* = min over later layers of U (data "
         "processing). H(Y|Z) cannot be certified from below.</p>"

@@ -1188,3 +1188,27 @@ def debiased_terms(fit: CrossFit, *, max_relative: float = 0.5) -> tuple[np.ndar
     if correction <= 0.0 or correction <= max_relative * max(debiased, 0.0):
         return 2.0 * fit.scores - fit.half_scores, True
     return fit.scores, False
+
+
+def head_variance(fit: CrossFit, applied: bool) -> float:
+    """Variance of the debiased ``auto`` estimate that resampling its terms misses.
+
+    The bootstrap of the per-sample terms treats the fitted heads as fixed. They are
+    not: each head is a function of the other fold, so the estimate also moves with the
+    heads' own excess risk, and each fold's sampling error is correlated with the other
+    fold's head. Under the model behind the learning-curve correction (a parametric
+    head near its optimum, excess risk ``≈ p_eff / 2m`` on ``m`` fitting rows) both
+    parts are second-order terms in the mean gradients of the folds and their halves;
+    for two folds of ``m`` rows they add up to ``2.5 p_eff / m²`` (``1.5`` from the
+    cross-fold covariance, ``1`` from the heads' excess), and the measured correction
+    ``c = S_{m/2} − S_m ≈ p_eff / 2m`` gives ``p_eff``. Hence ``5 c / m``, i.e.
+    ``10 c / n``, with the correction floored at 0; 0 when the correction was not
+    applied (the plain scores are then an upper estimate whose bias dwarfs this).
+    ``benchmarks/auto_variance.py`` measures both parts and the prediction.
+    """
+    if not applied or fit.half_scores is None:
+        return 0.0
+    n_folds = len(fit.heads)
+    n_fit = len(fit.scores) * (n_folds - 1) / n_folds  # fitting rows per fold
+    correction = max(float(np.mean(fit.half_scores - fit.scores)), 0.0)
+    return 5.0 * correction / n_fit

@@ -29,13 +29,24 @@ __all__ = ["Statistic", "METHODS", "ASSUMPTIONS", "auto_statistic", "two_folds"]
 
 @dataclass(frozen=True)
 class Statistic:
-    """``terms`` (per-sample) or ``func`` (weights -> value); ``params`` as resolved."""
+    """``terms`` (per-sample) or ``func`` (weights -> value); ``params`` as resolved.
+
+    ``extra_variance``: variance of the value that resampling the samples does not see
+    (the ``auto`` heads' own fluctuation, :func:`estimators.heads.head_variance`); the
+    interval adds it to the bootstrap's.
+
+    ``normal``: the value is the plain mean of ``terms``, and the interval is the normal
+    one with that mean's exact standard error (the bootstrap's limit, without its Monte
+    Carlo noise) plus ``extra_variance``.
+    """
 
     terms: np.ndarray | None = None
     func: Callable[[np.ndarray], float] | None = None
     ci_terms: np.ndarray | None = None
     params: dict[str, Any] = field(default_factory=dict)
     flags: tuple[str, ...] = ()
+    extra_variance: float = 0.0
+    normal: bool = False
 
     def __call__(self, weights: np.ndarray) -> float:
         """Return the statistic's value at the bootstrap ``weights``."""
@@ -400,7 +411,9 @@ def auto(
     that falls as ``1/n``, as it does for parametric heads). When the half-size head is
     much worse (correction above half the debiased value: too few samples per parameter
     for the ``1/n`` regime), the plain held-out score is kept and flagged
-    ``upper_estimate``.
+    ``upper_estimate``. The debiased estimate's interval also carries the heads' own
+    fluctuation under the same model (:func:`estimators.heads.head_variance`,
+    ``params["head_variance"]``), which the bootstrap of the terms does not see.
     """
     from estimators._validation import check_folds
     from estimators.heads import DEFAULT_HEADS, cross_fit
@@ -428,14 +441,23 @@ def auto_statistic(fit: Any, *, eps: float) -> Statistic:
     Debiased when the learning curve applies, otherwise the plain held-out scores flagged
     ``upper_estimate``.
     """
-    from estimators.heads import debiased_terms
+    from estimators.heads import debiased_terms, head_variance
 
     terms, applied = debiased_terms(fit)
     chosen = [{"name": h.name, **h.params} for h in fit.heads]
+    var = head_variance(fit, applied)
     return Statistic(
         terms=terms,
-        params={"heads": chosen, "n_folds": len(fit.heads), "debias": applied, "eps": eps},
+        params={
+            "heads": chosen,
+            "n_folds": len(fit.heads),
+            "debias": applied,
+            "eps": eps,
+            "head_variance": var,
+        },
         flags=() if applied else ("upper_estimate",),
+        extra_variance=var,
+        normal=True,
     )
 
 
@@ -454,8 +476,9 @@ ASSUMPTIONS: dict[str, str] = {
     "auto": (
         "the selected head's excess risk falls as 1/n (parametric heads), so the two-point "
         "learning curve removes it; otherwise the estimate stays above H by the remaining "
-        "excess risk. The interval covers the sampling noise of the held-out terms given "
-        "the fitted heads, not the heads' approximation error"
+        "excess risk. The interval covers the sampling noise of the held-out terms and, "
+        "under the same 1/n model, the fluctuation of the fitted heads; not the heads' "
+        "approximation error"
     ),
     "plugin": "discrete codes with many samples per cell (empirical frequencies near the truth)",
     "quantized": (

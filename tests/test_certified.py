@@ -1012,3 +1012,100 @@ def test_auto_handles_heavy_tailed_features():
         est, ub, _ = estimate_and_bound(z, y, random_state=seed)
         assert truth - 0.05 < est.value < truth + 0.06, (est.value, truth)
         assert truth <= ub.value < truth + 0.15
+
+
+# ------------------------------------------------- the heads' own fluctuation in the interval
+
+
+def _crossfit(scores: np.ndarray, half: np.ndarray | None, n_folds: int = 2):
+    from estimators.heads import CrossFit
+
+    n = len(scores)
+    return CrossFit(
+        scores=scores,
+        plugin=scores,
+        fold=np.arange(n) % n_folds,
+        heads=tuple([None] * n_folds),  # type: ignore[list-item]
+        half_scores=half,
+    )
+
+
+def test_head_variance_is_five_corrections_over_the_fitting_rows():
+    from estimators.heads import head_variance
+
+    gen = np.random.default_rng(0)
+    s = gen.uniform(0.2, 0.8, 1000)
+    half = s + 0.03 + gen.normal(0, 0.01, 1000)
+    c = float(np.mean(half - s))
+    # two folds: 500 fitting rows per fold, 5 c / 500 = 10 c / n
+    assert head_variance(_crossfit(s, half), True) == pytest.approx(10 * c / 1000, rel=1e-12)
+    # four folds: 750 fitting rows per fold
+    assert head_variance(_crossfit(s, half, 4), True) == pytest.approx(5 * c / 750, rel=1e-12)
+    assert head_variance(_crossfit(s, half), False) == 0.0  # plain scores: not added
+    assert head_variance(_crossfit(s, None), True) == 0.0
+    assert head_variance(_crossfit(s, s - 0.01), True) == 0.0  # a negative correction
+
+
+def test_widened_interval_adds_the_variance_in_quadrature():
+    from estimators.core import _finish
+    from estimators.methods import Statistic
+
+    t = np.random.default_rng(1).uniform(0.05, 0.25, 2000)  # inside [0, H_max = 1/3]
+    v = 1e-5
+    args = (2000, 3, "squared", "auto", 1.5)
+    plain = _finish(Statistic(terms=t), *args, np.random.default_rng(5), 0.9, 300)
+    wide = _finish(Statistic(terms=t, extra_variance=v), *args, np.random.default_rng(5), 0.9, 300)
+    assert wide.value == plain.value
+    assert wide.stderr**2 == pytest.approx(plain.stderr**2 + v, rel=1e-12)
+    half = 1.6448536269514722 * v**0.5  # 95th percentile of the normal: 90% two-sided
+    assert wide.value - wide.ci[0] == pytest.approx(np.hypot(plain.value - plain.ci[0], half))
+    assert wide.ci[1] - wide.value == pytest.approx(np.hypot(plain.ci[1] - plain.value, half))
+
+
+def test_auto_interval_carries_the_debiased_heads_fluctuation():
+    from estimators.heads import cross_fit, head_variance
+    from estimators.methods import auto_statistic
+
+    gen = np.random.default_rng(2)
+    z = gen.normal(size=(3000, 20))
+    logits = z @ gen.normal(size=(20, 4)) * 0.5
+    y = (logits + gen.gumbel(size=logits.shape)).argmax(1)
+    fit = cross_fit(z, y, n_classes=4, heads=("logistic",), learning_curve=True, random_state=0)
+    stat = auto_statistic(fit, eps=1e-3)
+    assert stat.params["debias"]
+    # 84 parameters on 1,500 rows: the correction is about p / 2m = 0.03 nats
+    assert 0.01 < float(np.mean(fit.half_scores - fit.scores)) < 0.08
+    assert stat.extra_variance == head_variance(fit, True) == stat.params["head_variance"] > 0
+    est = conditional_entropy(z, y, heads=("logistic",), random_state=0, n_bootstrap=200)
+    assert est.params["head_variance"] == pytest.approx(stat.extra_variance, rel=1e-12)
+    # the normal interval: the exact standard error of the terms' mean, plus that variance
+    est2, _, terms = estimate_and_bound(z, y, heads=("logistic",), random_state=0)
+    assert est2.value == pytest.approx(est.value, abs=1e-12)
+    se2 = np.var(terms, ddof=1) / len(terms) + est.params["head_variance"]
+    assert est.stderr**2 == pytest.approx(se2, rel=1e-9)
+    half = 1.959964 * se2**0.5
+    assert est.ci == pytest.approx((est.value - half, est.value + half))
+
+
+def test_paired_difference_adds_the_given_variance_and_checks_it():
+    a = np.random.default_rng(3).uniform(0, 1, 500)
+    b = a - 0.01
+    plain = estimators.paired_difference(a, b, n_classes=2, random_state=0)
+    wide = estimators.paired_difference(a, b, n_classes=2, random_state=0, extra_variance=1e-4)
+    assert wide.stderr**2 == pytest.approx(plain.stderr**2 + 1e-4, rel=1e-9)
+    assert wide.ci[0] < plain.ci[0] and wide.ci[1] > plain.ci[1]
+    for bad in (-1e-4, float("nan"), float("inf")):
+        with pytest.raises(ValidationError, match="extra_variance"):
+            estimators.paired_difference(a, b, n_classes=2, extra_variance=bad)
+
+
+def test_estimate_and_bound_certifies_what_the_bound_alone_certifies():
+    """One cross-fit for both, and the estimate draws nothing from the bound's stream."""
+    gen = np.random.default_rng(6)
+    y = gen.integers(0, 3, 1500)
+    z = gen.normal(size=(1500, 4)) + 0.7 * y[:, None]
+    for omega in ("shannon", "squared"):
+        _, together, _ = estimate_and_bound(z, y, omega=omega, heads=FAST, random_state=4)
+        alone = conditional_entropy_upper_bound(z, y, omega=omega, heads=FAST, random_state=4)
+        assert together.value == alone.value
+        assert together.fold_bounds == alone.fold_bounds
