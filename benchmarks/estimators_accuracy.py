@@ -430,12 +430,13 @@ def main() -> None:
                             continue
                         for seed in seeds:
                             jobs.append((task, n, omega, method, seed))
-    done = _load_done()
-    todo = [j for j in jobs if (j[0].name, j[1], j[2], j[3], j[4]) not in done]
     # the numbers the targets are read from first: auto at n = 10k, then the rest
-    todo.sort(key=lambda j: (j[1] == 50_000, j[3] != "auto", j[1] != 10_000, j[4]))
+    jobs.sort(key=lambda j: (j[1] == 50_000, j[3] != "auto", j[1] != 10_000, j[4]))
     shard, n_shards = (int(v) for v in args.shard.split("/"))
-    todo = todo[shard::n_shards]
+    # slice the full list, then drop the done runs: shards started at different times
+    # (seeing different caches) still split the runs between them exactly
+    done = _load_done()
+    todo = [j for j in jobs[shard::n_shards] if (j[0].name, *j[1:]) not in done]
     print(f"{len(jobs)} runs, {len(todo)} to do; machine {platform.machine()} {os.cpu_count()}")
     OUT.parent.mkdir(parents=True, exist_ok=True)
     for task, n, omega, method, seed in tqdm(todo, desc="battery"):

@@ -213,11 +213,13 @@ def main() -> None:
             for task, n in tasks()
             for omega in ("shannon", "squared")
             for seed in (COVERAGE_SEEDS if _coverage_target(task) else SEEDS)
-            if (task.name, n, omega, seed) not in done
         ]
         shard, n_shards = (int(v) for v in args.shard.split("/"))
+        # slice the full list, then drop the done runs: shards started at different times
+        # (seeing different caches) still split the runs between them exactly
+        todo = [j for j in jobs[shard::n_shards] if (j[0].name, *j[1:]) not in done]
         OUT.parent.mkdir(parents=True, exist_ok=True)
-        for task, n, omega, seed in tqdm(jobs[shard::n_shards], desc="held-out family"):
+        for task, n, omega, seed in tqdm(todo, desc="held-out family"):
             row = run_one(task, n, omega, seed)
             with open(OUT, "a") as fh:  # one complete line per run: a kill loses one row
                 fh.write(json.dumps(row) + "\n")
