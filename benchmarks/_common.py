@@ -45,3 +45,21 @@ def best_of(fn: Any, repeats: int = 3) -> float:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     return min(times)
+
+
+def load_jsonl(path: pathlib.Path) -> list[dict[str, Any]]:
+    """Rows of a one-run-per-line cache (empty when the file does not exist yet)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def my_share(jobs: list[Any], shard: str, done: set[Any], key: Any) -> list[Any]:
+    """The jobs of shard ``"I/N"`` not in ``done`` (compared through ``key(job)``).
+
+    The full list is sliced first and the done jobs dropped after: shards started at
+    different times see different caches, and slicing the filtered list would make
+    their shares overlap and miss runs.
+    """
+    i, n = (int(v) for v in shard.split("/"))
+    return [j for j in jobs[i::n] if key(j) not in done]

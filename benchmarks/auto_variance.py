@@ -46,6 +46,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import estimators_accuracy as battery  # noqa: E402
 import heldout_family as held  # noqa: E402
+from _common import load_jsonl, my_share  # noqa: E402
 
 from estimators.heads import make_folds, mixed_scores, select_head  # noqa: E402
 
@@ -176,12 +177,6 @@ def report(rows: list[dict], truths: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-def _load() -> list[dict]:
-    if not OUT.exists():
-        return []
-    return [json.loads(line) for line in OUT.read_text().splitlines() if line.strip()]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shard", default="0/1", help="I/N: run every N-th job from the I-th")
@@ -190,10 +185,9 @@ def main() -> None:
     all_tasks = tasks()
     truths = {name: t[2] for name, t in all_tasks.items()}
     if not args.report:
-        shard, n_shards = (int(v) for v in args.shard.split("/"))
-        done = {(r["task"], r["omega"], r["seed"]) for r in _load()}
+        done = {(r["task"], r["omega"], r["seed"]) for r in load_jsonl(OUT)}
         jobs = [(t, o, s) for t in all_tasks for o in OMEGAS for s in SEEDS]
-        todo = [j for j in jobs[shard::n_shards] if j not in done]
+        todo = my_share(jobs, args.shard, done, lambda j: j)
         OUT.parent.mkdir(parents=True, exist_ok=True)
         for task, omega, seed in tqdm(todo, desc="auto variance"):
             draw, k, _ = all_tasks[task]
@@ -201,7 +195,7 @@ def main() -> None:
             row = {"task": task, "omega": omega, "seed": seed, "folds": folds}
             with OUT.open("a") as fh:  # one line per run: an interrupted run resumes
                 fh.write(json.dumps(row) + "\n")
-    print(report(_load(), truths))
+    print(report(load_jsonl(OUT), truths))
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from _common import my_share
 from scipy.special import logsumexp
 from tqdm import tqdm
 
@@ -432,11 +433,7 @@ def main() -> None:
                             jobs.append((task, n, omega, method, seed))
     # the numbers the targets are read from first: auto at n = 10k, then the rest
     jobs.sort(key=lambda j: (j[1] == 50_000, j[3] != "auto", j[1] != 10_000, j[4]))
-    shard, n_shards = (int(v) for v in args.shard.split("/"))
-    # slice the full list, then drop the done runs: shards started at different times
-    # (seeing different caches) still split the runs between them exactly
-    done = _load_done()
-    todo = [j for j in jobs[shard::n_shards] if (j[0].name, *j[1:]) not in done]
+    todo = my_share(jobs, args.shard, _load_done(), lambda j: (j[0].name, *j[1:]))
     print(f"{len(jobs)} runs, {len(todo)} to do; machine {platform.machine()} {os.cpu_count()}")
     OUT.parent.mkdir(parents=True, exist_ok=True)
     for task, n, omega, method, seed in tqdm(todo, desc="battery"):

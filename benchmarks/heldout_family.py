@@ -46,6 +46,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import estimators_accuracy as battery  # noqa: E402
+from _common import load_jsonl, my_share  # noqa: E402
 
 from estimators import generalized_entropy  # noqa: E402
 from estimators.certified import estimate_and_bound  # noqa: E402
@@ -195,35 +196,26 @@ def report(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _load() -> list[dict]:
-    if not OUT.exists():
-        return []
-    return [json.loads(line) for line in OUT.read_text().splitlines() if line.strip()]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shard", default="0/1", help="I/N: every N-th run from the I-th")
     ap.add_argument("--report", action="store_true", help="print the table from the cache")
     args = ap.parse_args()
     if not args.report:
-        done = {(r["task"], r["n_samples"], r["omega"], r["seed"]) for r in _load()}
+        done = {(r["task"], r["n_samples"], r["omega"], r["seed"]) for r in load_jsonl(OUT)}
         jobs = [
             (task, n, omega, seed)
             for task, n in tasks()
             for omega in ("shannon", "squared")
             for seed in (COVERAGE_SEEDS if _coverage_target(task) else SEEDS)
         ]
-        shard, n_shards = (int(v) for v in args.shard.split("/"))
-        # slice the full list, then drop the done runs: shards started at different times
-        # (seeing different caches) still split the runs between them exactly
-        todo = [j for j in jobs[shard::n_shards] if (j[0].name, *j[1:]) not in done]
+        todo = my_share(jobs, args.shard, done, lambda j: (j[0].name, *j[1:]))
         OUT.parent.mkdir(parents=True, exist_ok=True)
         for task, n, omega, seed in tqdm(todo, desc="held-out family"):
             row = run_one(task, n, omega, seed)
             with open(OUT, "a") as fh:  # one complete line per run: a kill loses one row
                 fh.write(json.dumps(row) + "\n")
-    print(report(_load()))
+    print(report(load_jsonl(OUT)))
 
 
 if __name__ == "__main__":
