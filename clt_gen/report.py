@@ -223,6 +223,8 @@ class LayerRow:
     information_loss : InformationLoss or None
         From the previous layer (None for the first).
     flags : tuple of str
+        The held-out estimate's flags, the train estimate's prefixed ``train:``, and the
+        data-processing checks (``raw_order_violation``, ``order_violation``, ``dpi_violation``).
     """
 
     name: str

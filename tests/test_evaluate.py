@@ -386,3 +386,28 @@ def test_terminal_and_plot_tables_say_which_numbers_are_estimates():
     assert rows["bound"].split()[1] == "kind"
     assert rows["risk_lower_entropy"].split()[1] == "estimate"
     assert "cert δ=0.05" in rows["validation_binomial"]
+
+
+def _row(name: str, raw_ci: tuple[float, float]) -> object:
+    from clt_gen.report import EntropyEstimate, LayerRow
+
+    mid = sum(raw_ci) / 2
+    est = EntropyEstimate(mid, raw_ci, 0.1, "auto", raw=mid, raw_ci=raw_ci, from_layer=name)
+    return LayerRow(name=name, n_features=4, H_train=est, H_heldout=est)
+
+
+def test_raw_order_flag_skips_earlier_upper_estimates() -> None:
+    """A later layer below an earlier *upper* estimate is what that estimate's bias makes.
+
+    It is flagged against an earlier debiased estimate, and an upper estimate is still
+    checked as the later layer.
+    """
+    from clt_gen.profiles import _order_flags
+
+    rows = [_row("a", (0.6, 0.9)), _row("b", (0.1, 0.3))]
+    flagged = _order_flags(rows, raw=True)  # type: ignore[arg-type]
+    assert "raw_order_violation" in flagged[1].flags
+    skipped = _order_flags(rows, raw=True, upper=[True, False])  # type: ignore[arg-type]
+    assert "raw_order_violation" not in skipped[1].flags
+    later = _order_flags(rows, raw=True, upper=[False, True])  # type: ignore[arg-type]
+    assert "raw_order_violation" in later[1].flags

@@ -111,3 +111,21 @@ def test_a_daemonic_process_runs_its_calls_itself() -> None:
 
     with multiprocessing.get_context("spawn").Pool(1) as pool:  # Pool workers are daemons
         assert pool.map(_jobs_in_a_daemon, [0]) == [1]
+
+
+def test_layer_flags_say_which_split_they_come_from() -> None:
+    """A row's flags are the held-out estimate's, plus the train estimate's marked ``train:``."""
+    feats, y_tr, y_ho = _layers(n=120)
+    feats["train"] = {k: v[:40] for k, v in feats["train"].items()}  # too small: upper estimate
+    y_tr = y_tr[:40]
+    kw = dict(n_classes=3, omega="shannon", random_state=0)
+    rows = layer_entropies(["l0", "l1", "l2"], feats, y_tr, y_ho, alpha=1.5, method="auto",
+                           delta=0.05, n_bootstrap=20, n_jobs=1, **kw)  # fmt: skip
+    seen_train = False
+    for row in rows:
+        ho = estimate_and_bound(feats["certify"][row.name], y_ho, delta=0.05 / 3, n_bootstrap=20, **kw)
+        tr = estimate_and_bound(feats["train"][row.name], y_tr, n_bootstrap=20, **kw)
+        own = {f for f in row.flags if not f.endswith("order_violation") and f != "dpi_violation"}
+        assert own == set(ho[0].flags) | {f"train:{f}" for f in tr[0].flags}
+        seen_train |= any(f.startswith("train:") for f in own)
+    assert seen_train
