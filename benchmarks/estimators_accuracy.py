@@ -240,7 +240,8 @@ def teacher_layers(
     """The teacher as ``(hidden, V, scale)``: its logits are ``hidden(z) @ V * scale``.
 
     ``hidden`` is the identity for the linear teacher and the tanh layer (64 units) for the
-    MLP teacher; ``benchmarks/teacher_oracle.py`` hands it to an oracle head.
+    MLP teacher; ``benchmarks/teacher_oracle.py`` hands it to an oracle head and
+    ``benchmarks/bayes_teacher.py`` rebuilds the weights to check its posterior.
     """
     gen = np.random.default_rng(700 + seed)
     if kind == "linear":
