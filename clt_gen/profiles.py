@@ -222,8 +222,7 @@ def layer_entropies(
     )
     losses = _losses(layers, fits, feats, y_heldout, method=method, n_bootstrap=n_bootstrap, kw=kw)
     rows = _rows(layers, fits, losses, (train_rows, held_rows), feats, delta)
-    upper = ["upper_estimate" in fit.flags for fit in fits["heldout"]]
-    return _order_flags(rows, raw=auto, upper=upper)
+    return _order_flags(rows, raw=auto)
 
 
 def _rows(
@@ -263,23 +262,20 @@ def _rows(
     return rows
 
 
-def _order_flags(
-    rows: list[LayerRow], *, raw: bool, upper: list[bool] | None = None
-) -> list[LayerRow]:
+def _order_flags(rows: list[LayerRow], *, raw: bool) -> list[LayerRow]:
     """Flag a later layer whose held-out interval lies wholly below an earlier layer's.
 
     The true quantity cannot do that (data processing): ``order_violation`` for reported estimates,
     ``raw_order_violation`` for the raw per-layer values behind a tightened profile
     (a diagnostic of the heads' excess risk, not of the reported numbers).
-    An earlier layer whose held-out value is only an upper estimate (``upper[i]``: the
-    learning-curve debiasing did not apply, so its bias is >= 0 of unknown size) is not
+    An earlier layer whose held-out value is only an upper estimate (flag ``upper_estimate``:
+    the learning-curve debiasing did not apply, so its bias is >= 0 of unknown size) is not
     compared: a later layer below it is what such a bias produces, not evidence against
     either estimate. It is still compared as the later layer.
     """
     from dataclasses import replace
 
     flag = "raw_order_violation" if raw else "order_violation"
-    upper = upper if upper is not None else [False] * len(rows)
 
     def interval(row: LayerRow) -> tuple[float, float] | None:
         return row.H_heldout.raw_ci if raw else row.H_heldout.ci
@@ -287,7 +283,7 @@ def _order_flags(
     out = list(rows)
     for i, row in enumerate(rows):
         ci = interval(row)
-        if not ci or upper[i]:
+        if not ci or "upper_estimate" in row.flags:
             continue
         for j in range(i + 1, len(rows)):
             lci = interval(out[j])

@@ -388,12 +388,12 @@ def test_terminal_and_plot_tables_say_which_numbers_are_estimates():
     assert "cert δ=0.05" in rows["validation_binomial"]
 
 
-def _row(name: str, raw_ci: tuple[float, float]) -> object:
+def _row(name: str, raw_ci: tuple[float, float], flags: tuple[str, ...] = ()) -> object:
     from clt_gen.report import EntropyEstimate, LayerRow
 
     mid = sum(raw_ci) / 2
     est = EntropyEstimate(mid, raw_ci, 0.1, "auto", raw=mid, raw_ci=raw_ci, from_layer=name)
-    return LayerRow(name=name, n_features=4, H_train=est, H_heldout=est)
+    return LayerRow(name=name, n_features=4, H_train=est, H_heldout=est, flags=flags)
 
 
 def test_raw_order_flag_skips_earlier_upper_estimates() -> None:
@@ -404,10 +404,11 @@ def test_raw_order_flag_skips_earlier_upper_estimates() -> None:
     """
     from clt_gen.profiles import _order_flags
 
-    rows = [_row("a", (0.6, 0.9)), _row("b", (0.1, 0.3))]
-    flagged = _order_flags(rows, raw=True)  # type: ignore[arg-type]
+    a, b = (0.6, 0.9), (0.1, 0.3)
+    up = ("upper_estimate",)
+    flagged = _order_flags([_row("a", a), _row("b", b)], raw=True)  # type: ignore[list-item]
     assert "raw_order_violation" in flagged[1].flags
-    skipped = _order_flags(rows, raw=True, upper=[True, False])  # type: ignore[arg-type]
+    skipped = _order_flags([_row("a", a, up), _row("b", b)], raw=True)  # type: ignore[list-item]
     assert "raw_order_violation" not in skipped[1].flags
-    later = _order_flags(rows, raw=True, upper=[False, True])  # type: ignore[arg-type]
+    later = _order_flags([_row("a", a), _row("b", b, up)], raw=True)  # type: ignore[list-item]
     assert "raw_order_violation" in later[1].flags
