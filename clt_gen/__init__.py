@@ -3,10 +3,11 @@
 The public API is listed in ``__all__`` and documented in ``docs/api.md``; names load on
 first use, so ``import clt_gen`` stays fast and torch is imported only when needed.
 
-Layers (imports flow one way): ``errors``/``_modes``/``_io`` -> ``duality`` ->
-``data``/``models``/``sources`` -> ``checkpoints``/``loading`` ->
-``features``/``streaming``/``training``/``trainability`` -> ``bounds``/``report``/``profiles``
--> ``evaluation`` -> ``compare``/``sweep``/``demo`` -> ``cli``. The array-level entropy
+Layers (imports flow one way): ``errors``/``_modes``/``_io`` -> ``duality``/``pac_bayes``
+-> ``data``/``models``/``sources`` -> ``checkpoints``/``loading`` ->
+``features``/``streaming``/``gibbs``/``training``/``trainability`` ->
+``bounds``/``report``/``profiles`` -> ``evaluation`` -> ``compare``/``sweep``/``demo`` ->
+``cli``. The array-level entropy
 estimators live in the separate package :mod:`estimators`.
 
 Examples
@@ -65,6 +66,15 @@ _LAZY = {
     "deterministic_range": "bounds",
     "validation_bound": "bounds",
     "frozen_feature_bound": "bounds",
+    "pac_bayes_certificate": "gibbs",
+    "PacBayesCertificate": "gibbs",
+    "kl_inverse": "pac_bayes",
+    "kl_bernoulli": "pac_bayes",
+    "pac_bayes_kl_bound": "pac_bayes",
+    "monte_carlo_upper": "pac_bayes",
+    "gaussian_kl": "pac_bayes",
+    "prior_grid": "pac_bayes",
+    "certificate_value": "pac_bayes",
     "trainability_summary": "trainability",
     "structure_spectrum": "trainability",
     "gradient_energy": "trainability",

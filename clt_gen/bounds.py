@@ -21,9 +21,10 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import stats
 
 from clt_gen.errors import ValidationError, unknown_name_error
+from clt_gen.pac_bayes import kl_inverse
 from estimators import generalized_entropy
 from estimators.cells import cell_counts, kmeans_cells
 
@@ -341,34 +342,6 @@ def _lmax_bound(
 # ---------------------------------------------------------------------------
 # §6.2 validation bounds
 # ---------------------------------------------------------------------------
-
-
-def _kl_bernoulli(q: float, p: float) -> float:
-    eps = 1e-300
-    p = min(max(p, eps), 1 - 1e-16)
-    out = 0.0
-    if q > 0:
-        out += q * math.log(q / p)
-    if q < 1:
-        out += (1 - q) * math.log((1 - q) / (1 - p))
-    return out
-
-
-def kl_inverse(q: float, budget: float) -> float:
-    """``max {p in [q, 1] : kl(q || p) <= budget}`` (Bernoulli KL).
-
-    Examples
-    --------
-    >>> round(kl_inverse(0.0, math.log(2)), 6)  # kl(0||p) = -log(1-p)
-    0.5
-    """
-    if budget <= 0:
-        return q
-    if _kl_bernoulli(q, 1.0 - 1e-16) <= budget:
-        return 1.0
-    return float(
-        optimize.brentq(lambda p: _kl_bernoulli(q, p) - budget, q, 1.0 - 1e-16, xtol=1e-14)
-    )
 
 
 def _check_validation_args(

@@ -44,6 +44,9 @@ __all__ = [
     "Checkpoint",
     "save_checkpoint",
     "load_checkpoint",
+    "save_tensors",
+    "load_tensors",
+    "INIT_FILE",
     "file_sha256",
     "atomic_write_text",
     "WEIGHTS_FILE",
@@ -52,6 +55,7 @@ __all__ = [
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "meta.json"
+INIT_FILE = "init.safetensors"  # the weights w_0 before training (PAC-Bayes prior means)
 REQUIRED_META = ("arch", "input_shape", "n_classes")
 
 
@@ -121,6 +125,61 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, meta: dict[s
     full = {**meta, "weights_sha256": digest, "version": __version__, "format": 1}
     atomic_write_text(dest / META_FILE, json.dumps(full, indent=2, sort_keys=True, default=str))
     return digest
+
+
+def save_tensors(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor]) -> str:
+    """Write named tensors to a safetensors file atomically; return its sha256.
+
+    Used for the extra files of a checkpoint directory (``init.safetensors``: the
+    initialization ``w_0``; ``prior.safetensors`` and ``posterior_std.safetensors`` of a
+    PAC-Bayes run); ``meta.json`` records each file's hash.
+
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> d = tempfile.mkdtemp()
+    >>> digest = save_tensors(d + "/t.safetensors", {"w": torch.ones(2)})
+    >>> load_tensors(d + "/t.safetensors", digest)["w"].tolist()
+    [1.0, 1.0]
+    """
+    from safetensors.torch import save_file
+
+    dest = pathlib.Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp)
+        digest = file_sha256(tmp)
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return digest
+
+
+def load_tensors(path: str | os.PathLike[str], sha256: str | None) -> dict[str, torch.Tensor]:
+    """Read a safetensors file, refusing it when its sha256 differs from ``sha256``.
+
+    Raises
+    ------
+    CheckpointError
+        Missing, corrupted, or changed since its hash was recorded.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    p = pathlib.Path(path)
+    if not p.exists():
+        raise CheckpointError(f"{p} is missing; the checkpoint's meta.json refers to it")
+    if sha256 is not None and file_sha256(p) != sha256:
+        raise CheckpointError(
+            f"{p}: sha256 does not match meta.json; the file was changed or corrupted"
+        )
+    try:
+        return load_file(str(p))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{p} is corrupted or truncated ({exc})") from None
 
 
 def _load_state(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:

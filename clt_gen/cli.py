@@ -127,6 +127,23 @@ def _add_evaluate(sub: Any) -> None:
         action="store_true",
         help="add gradient energy, structure-matrix spectra and the loss sandwich",
     )
+    p.add_argument(
+        "--pac-bayes",
+        action="store_true",
+        help="add PAC-Bayes certificates from the training data (the Gibbs network)",
+    )
+    p.add_argument(
+        "--pac-bayes-prior",
+        choices=["init", "zero"],
+        default="init",
+        help="prior mean: the recorded initialization w_0 (default) or zero",
+    )
+    p.add_argument("--pac-bayes-epochs", type=int, default=10, metavar="N")
+    p.add_argument(
+        "--pac-bayes-optimize-mean",
+        action="store_true",
+        help="let the posterior means move (certifies a different network; the report says so)",
+    )
     p.add_argument("--cache-dir", default=None, help="feature cache (default: OUT/.cache)")
     _add_model_file_options(p)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -197,6 +214,10 @@ def evaluate_config_from_args(args: argparse.Namespace) -> Any:
         batch_size=args.batch_size,
         progress=not args.no_progress,
         n_jobs=args.jobs,
+        pac_bayes=args.pac_bayes,
+        pac_bayes_prior=args.pac_bayes_prior,
+        pac_bayes_epochs=args.pac_bayes_epochs,
+        pac_bayes_optimize_mean=args.pac_bayes_optimize_mean,
     )
 
 
@@ -339,6 +360,18 @@ def _add_train(sub: Any) -> None:
         help="train on fraction ALPHA, then retrain only the last layer on all",
     )
     p.add_argument(
+        "--pac-bayes-prior",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="train a data-dependent PAC-Bayes prior on this fraction of the training rows, "
+        "then the Gaussian posterior on the rest (f_quad); the checkpoint records both",
+    )
+    p.add_argument("--pac-bayes-sigma", type=float, default=0.03, help="prior std (fixed)")
+    p.add_argument(
+        "--pac-bayes-epochs", type=int, default=None, help="posterior epochs (default --epochs)"
+    )
+    p.add_argument(
         "--probe-every",
         type=int,
         default=0,
@@ -392,6 +425,9 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
         device=args.device,
         probe_every=args.probe_every,
         progress=not args.no_progress,
+        pac_bayes_prior=args.pac_bayes_prior,
+        pac_bayes_sigma=args.pac_bayes_sigma,
+        pac_bayes_epochs=args.pac_bayes_epochs,
     )
 
 
@@ -404,6 +440,13 @@ def _run_train(args: argparse.Namespace) -> int:
         f"saved {result.path}  train_acc={m['train_accuracy']:.4f}  "
         f"check_acc={m['check_accuracy']:.4f}  ({m['train_seconds']:.1f}s)"
     )
+    pb = result.meta.get("pac_bayes")
+    if pb:
+        print(
+            f"PAC-Bayes (prior on {pb['n_prior_rows']} rows, bound on {pb['n_bound_rows']}): "
+            f"Gibbs error <= {pb['values']['error']:.4f} with probability >= "
+            f"{1 - pb['delta']:.2f}; Gibbs check error {pb['check']['gibbs_error']:.4f}"
+        )
     return 0
 
 

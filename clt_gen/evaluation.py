@@ -59,7 +59,7 @@ from clt_gen.bounds import (
     shannon_loss_cap,
     validation_bound,
 )
-from clt_gen.checkpoints import load_checkpoint
+from clt_gen.checkpoints import INIT_FILE, load_checkpoint, load_tensors
 from clt_gen.data import DataConfig, Splits, load_dataset, make_splits
 from clt_gen.duality import get_regularizer, objective
 from clt_gen.errors import DataError, ValidationError, unknown_name_error
@@ -128,6 +128,17 @@ class EvaluateConfig:
     n_jobs : int, optional
         Processes for the per-layer entropy fits and frozen-feature bounds (default: all
         available cores). The numbers do not depend on it.
+    pac_bayes : bool
+        Add PAC-Bayes certificates from the training data (``pac_bayes[error]``,
+        ``pac_bayes[ce]``) on the Gibbs network around the model, checked against that
+        network's error on the check split (:func:`clt_gen.pac_bayes_certificate`).
+    pac_bayes_prior : {"init", "zero"}
+        The prior's mean: the recorded initialization ``w_0`` (a clt_gen checkpoint, or
+        ``init_state=`` in :func:`evaluate`) or zero. A checkpoint trained with
+        ``--pac-bayes-prior`` uses its own data-dependent prior instead.
+    pac_bayes_epochs, pac_bayes_optimize_mean, pac_bayes_objective, pac_bayes_p_min
+        Optimization epochs of the posterior, whether its means move, the objective and
+        the bounded cross-entropy's probability floor.
 
     Examples
     --------
@@ -167,6 +178,12 @@ class EvaluateConfig:
     random_state: int = 0
     progress: bool = True
     n_jobs: int | None = None
+    pac_bayes: bool = False
+    pac_bayes_prior: str = "init"
+    pac_bayes_epochs: int = 10
+    pac_bayes_optimize_mean: bool = False
+    pac_bayes_objective: str = "f_quad"
+    pac_bayes_p_min: float = 1e-4
 
     def __post_init__(self) -> None:
         """Check every field before any work, with close matches for unknown names."""
@@ -197,6 +214,22 @@ class EvaluateConfig:
                 raise unknown_name_error("error_bounds", b, ERROR_BOUNDS)
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise unknown_name_error("device", self.device, ("auto", "cpu", "cuda"))
+        self._check_pac_bayes()
+
+    def _check_pac_bayes(self) -> None:
+        from clt_gen.pac_bayes import OBJECTIVES
+
+        if self.pac_bayes_prior not in ("init", "zero"):
+            raise unknown_name_error("pac_bayes_prior", self.pac_bayes_prior, ("init", "zero"))
+        e = self.pac_bayes_epochs
+        if isinstance(e, bool) or not isinstance(e, int) or e < 0:
+            raise ValidationError(f"pac_bayes_epochs must be an int >= 0 (got {e!r})")
+        if self.pac_bayes_objective not in OBJECTIVES:
+            raise unknown_name_error("pac_bayes_objective", self.pac_bayes_objective, OBJECTIVES)
+        if not 0.0 < self.pac_bayes_p_min < 1.0:
+            raise ValidationError(
+                f"pac_bayes_p_min must be in (0, 1) (got {self.pac_bayes_p_min}); 1e-4 is usual"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary."""
@@ -219,6 +252,8 @@ class Subject:
     provenance: dict[str, Any]
     model_hash: str
     meta: dict[str, Any] = field(default_factory=dict)
+    init_state: Any = None
+    directory: pathlib.Path | None = None
 
     @property
     def reg(self) -> Any:
@@ -266,8 +301,19 @@ def _subject_from_checkpoint(path: str, cfg: EvaluateConfig, device: torch.devic
         "arch_kwargs": ck.meta.get("arch_kwargs", {}),
         "train_config": train_cfg,
     }
+    init = None
+    if ck.path.is_dir() and ck.meta.get("init_sha256"):
+        init = load_tensors(ck.path / INIT_FILE, ck.meta["init_sha256"])
     return Subject(
-        ck.model, omega, float(train_cfg.get("alpha", 1.5)), smooth, provenance, ck.sha256, ck.meta
+        ck.model,
+        omega,
+        float(train_cfg.get("alpha", 1.5)),
+        smooth,
+        provenance,
+        ck.sha256,
+        ck.meta,
+        init,
+        ck.path if ck.path.is_dir() else None,
     )
 
 
@@ -398,6 +444,7 @@ class Passes:
     certify: PassResult
     check: PassResult
     split: dict[str, Any]
+    check_rows: np.ndarray | None = None
 
 
 def _train_rows(n: int | None, cfg: EvaluateConfig) -> np.ndarray | None:
@@ -462,7 +509,7 @@ def run_passes(
         "random_state": cfg.random_state,
         "check_rows_sha256": hashlib.sha256(check_idx.astype(np.int64).tobytes()).hexdigest(),
     }
-    return Passes(train, held.take(cert_idx), held.take(check_idx), split)
+    return Passes(train, held.take(cert_idx), held.take(check_idx), split, check_idx)
 
 
 def _cache_dir(cfg: EvaluateConfig) -> str | None:
@@ -644,6 +691,130 @@ def _frozen_bounds(
     return bounds, curves
 
 
+def _pac_bayes_inputs(
+    subject: Subject, cfg: EvaluateConfig
+) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """Return the prior, the rows and the posterior start of the certificate.
+
+    A checkpoint trained with a data-dependent prior brings its own (prior weights, the
+    rows the prior never saw, the trained standard deviations); otherwise the prior is
+    centred at ``w_0`` or zero and the bound uses every training row.
+    """
+    meta_pb = subject.meta.get("pac_bayes") if subject.meta else None
+    if meta_pb:
+        d = subject.directory
+        if d is None:
+            raise ValidationError("a PAC-Bayes checkpoint must be a checkpoint directory")
+        prior = load_tensors(d / "prior.safetensors", meta_pb.get("prior_sha256"))
+        rows = load_tensors(d / "pac_bayes_rows.safetensors", meta_pb.get("rows_sha256"))
+        std = load_tensors(d / "posterior_std.safetensors", meta_pb.get("posterior_std_sha256"))
+        return (
+            prior,
+            {"rows": rows["bound_rows"].numpy(), "prior_kind": "data_dependent"},
+            {"posterior_std": std, "prior_sigma": float(meta_pb["prior"]["sigma"])},
+        )
+    if cfg.pac_bayes_prior == "zero":
+        return "zero", {}, {}
+    if subject.init_state is None:
+        raise ValidationError(
+            "pac_bayes with pac_bayes_prior='init' needs the network's initialization w_0: "
+            "checkpoints written by `clt-gen train` record it (init.safetensors); for your own "
+            "module pass init_state=<state_dict saved before training> to evaluate, or use "
+            "pac_bayes_prior='zero'"
+        )
+    return "init", {}, {}
+
+
+def _pac_bayes_bounds(
+    subject: Subject,
+    inputs: Inputs,
+    passes: Passes,
+    cfg: EvaluateConfig,
+    output: Output,
+    device: torch.device,
+) -> tuple[list[Bound], dict[str, Any]]:
+    """PAC-Bayes certificates from the training data, checked on the check split."""
+    from clt_gen.gibbs import pac_bayes_certificate
+
+    prior, where, start = _pac_bayes_inputs(subject, cfg)
+    if "rows" in where and not inputs.provenance.get("matches_checkpoint", False):
+        raise ValidationError(
+            "this checkpoint's PAC-Bayes prior was trained on some of its recorded training "
+            "rows: certify it on the data it records (`clt-gen evaluate CKPT --pac-bayes`), "
+            "so that the bound uses only the rows the prior never saw"
+        )
+    check: Any = inputs.check
+    if check is None:
+        check = _rows_of(inputs.heldout, passes.check_rows)
+    cert = pac_bayes_certificate(
+        subject.model,
+        inputs.train,
+        prior=prior,
+        init_state=subject.init_state,
+        check=check,
+        delta=cfg.delta,
+        objective=cfg.pac_bayes_objective,
+        p_min=cfg.pac_bayes_p_min,
+        optimize_mean=cfg.pac_bayes_optimize_mean,
+        epochs=cfg.pac_bayes_epochs,
+        output=output,
+        device=str(device),
+        cache_dir=None if _cache_dir(cfg) is None else str(_cache_dir(cfg)),
+        random_state=cfg.random_state,
+        progress=cfg.progress,
+        **where,
+        **start,
+    )
+    d = cert.to_dict()
+    assumptions = (
+        "training rows i.i.d. from the test distribution",
+        f"prior ({cert.prior['kind']}) fixed without the bound's rows",
+        "certifies the Gibbs network (fresh weights per prediction), not the checkpoint",
+    )
+    terms = {
+        "kl": cert.kl,
+        "n_samples": cert.n_samples,
+        "n_mc_terms": cert.n_mc_terms,
+        "prior_sigma": cert.prior["sigma"],
+        "prior_kind": cert.prior["kind"],
+        "delta_shares": d["delta_shares"],
+        "deterministic_check_error": cert.check.get("deterministic_error"),
+        "certified_network": cert.certified_network,
+    }
+    bounds = []
+    for loss, quantity, checked in (
+        ("error", "gibbs_error", "gibbs_error"),
+        ("ce", "gibbs_bounded_ce", "gibbs_ce"),
+    ):
+        b = Bound(
+            name=f"pac_bayes[{loss}]",
+            kind="probabilistic",
+            quantity=quantity,
+            side="upper",
+            value=cert.values[loss],
+            delta=cert.delta,
+            terms={
+                **terms,
+                "gibbs_train_risk": cert.gibbs_risk[loss],
+                "gibbs_train_risk_upper": cert.gibbs_risk_upper[loss],
+            },
+            assumptions=assumptions,
+            data_used="train" + (" (rows the prior never saw)" if "rows" in where else ""),
+        )
+        bounds.append(b.check(cert.check[checked], on="check"))
+    return bounds, d
+
+
+def _rows_of(source: Source, rows: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the rows ``rows`` of a source as tensors (the check part of held-out data)."""
+    xs, ys = zip(*source.batches(), strict=True)
+    x, y = torch.cat(xs), torch.cat(ys)
+    if rows is None:
+        return x, y
+    idx = torch.as_tensor(rows, dtype=torch.long)
+    return x[idx], y[idx]
+
+
 # ---------------------------------------------------------------------------------------
 # stage 6: trainability
 # ---------------------------------------------------------------------------------------
@@ -710,6 +881,11 @@ def _pipeline(
     frozen, curves = _frozen_bounds(passes, layers, cfg)
     bounds = [floor, *range_bounds, *_validation_bounds(risks, terms, cfg), *frozen]
     clock.lap("bounds")
+    pac_bayes = None
+    if cfg.pac_bayes:
+        pb_bounds, pac_bayes = _pac_bayes_bounds(subject, inputs, passes, cfg, output, device)
+        bounds.extend(pb_bounds)
+        clock.lap("pac_bayes")
     train_stats = _trainability(subject, passes, device) if cfg.trainability else None
     if cfg.trainability:
         clock.lap("trainability")
@@ -751,6 +927,7 @@ def _pipeline(
         },
         frozen_feature_curves=curves,
         trainability=train_stats,
+        pac_bayes=pac_bayes,
         timings=clock.total(),
         version=__version__,
     )
@@ -801,6 +978,7 @@ def evaluate(
     random_state: int = 0,
     device: str | None = None,
     data_name: str = "user data",
+    init_state: Any = None,
     **options: Any,
 ) -> Report:
     """Evaluate a trained classifier: risks, floor, layer entropies, checked bounds.
@@ -831,6 +1009,9 @@ def evaluate(
         ``cuda``, ``cpu`` or ``auto`` (default: CUDA when available).
     data_name : str
         What to call the data in the report.
+    init_state : state_dict, optional
+        The model's weights before training (``w_0``), the mean of the data-free prior of
+        ``pac_bayes=True`` (checkpoints written by ``clt-gen train`` carry their own).
     **options
         Any other :class:`EvaluateConfig` field (``method``, ``heads``, ``cells``,
         ``max_features``, ``reduce``, ``batch_size``, ``cache_dir``, ``out``, ...).
@@ -867,7 +1048,9 @@ def evaluate(
         device=device or "auto",
         **options,
     )
-    return _evaluate_user(model, (train, test, check), cfg, output=output, data_name=data_name)
+    return _evaluate_user(
+        model, (train, test, check), cfg, output=output, data_name=data_name, init_state=init_state
+    )
 
 
 def _user_inputs(data: tuple[Any, Any, Any], cfg: EvaluateConfig, data_name: str) -> Inputs:
@@ -891,7 +1074,13 @@ def _user_inputs(data: tuple[Any, Any, Any], cfg: EvaluateConfig, data_name: str
 
 
 def _evaluate_user(
-    model: Any, data: tuple[Any, Any, Any], cfg: EvaluateConfig, *, output: Output, data_name: str
+    model: Any,
+    data: tuple[Any, Any, Any],
+    cfg: EvaluateConfig,
+    *,
+    output: Output,
+    data_name: str,
+    init_state: Any = None,
 ) -> Report:
     """Evaluate a user's model (or checkpoint path) on the user's data."""
     clock, dev = _Clock(), resolve_device(cfg.device)
@@ -899,6 +1088,8 @@ def _evaluate_user(
         subject = _subject_from_checkpoint(str(model), cfg, dev)
     else:
         subject = _subject_from_module(model, cfg, dev)
+    if init_state is not None:
+        subject.init_state = init_state
     inputs = _user_inputs(data, cfg, data_name)
     clock.lap("load")
     report = _pipeline(subject, inputs, cfg, output=output, device=dev, clock=clock)

@@ -274,6 +274,8 @@ def render_html(report: dict[str, Any]) -> str:
         parts.extend(_layers_table(report["layers"]))
     if report.get("bounds"):
         parts.extend(_bounds_table(report["bounds"]))
+    if report.get("pac_bayes"):
+        parts.extend(_pac_bayes_section(report["pac_bayes"]))
     if report.get("trainability"):
         tr = report["trainability"]
         parts.append(
@@ -292,6 +294,37 @@ def render_html(report: dict[str, Any]) -> str:
         "computed without the check split it is compared with.</p></body></html>"
     )
     return "\n".join(parts)
+
+
+def _pac_bayes_section(pb: dict[str, Any]) -> list[str]:
+    """Return the HTML section saying what the PAC-Bayes certificate is about and is made of."""
+    prior, shares = pb.get("prior", {}), pb.get("delta_shares", {})
+    check = pb.get("check", {})
+    rows = [
+        ("certified network", pb.get("certified_network")),
+        ("certificate on the 0-1 error", pb.get("values", {}).get("error")),
+        ("certificate on the bounded cross-entropy", pb.get("values", {}).get("ce")),
+        ("Gibbs network's check error (fresh draws)", check.get("gibbs_error")),
+        ("the checkpoint's own check error", check.get("deterministic_error")),
+        ("empirical Gibbs error on the bound's rows", pb.get("gibbs_risk", {}).get("error")),
+        ("... its Monte-Carlo upper bound", pb.get("gibbs_risk_upper", {}).get("error")),
+        ("KL(Q || P), nats", pb.get("kl")),
+        ("rows of the bound", pb.get("n_samples")),
+        ("Monte-Carlo terms", pb.get("n_mc_terms")),
+        ("prior", f"{prior.get('kind')}, σ_P = {_fmt(prior.get('sigma'))} from a grid of "
+                  f"{prior.get('grid_size')}"),
+        ("δ shares", f"Monte Carlo {_fmt(shares.get('monte_carlo'))}, PAC-Bayes "
+                     f"{_fmt(shares.get('pac_bayes'))} over {shares.get('n_priors')} priors"),
+        ("sampling", pb.get("sampling")),
+        ("parameters sampled", len(pb.get("sampled_parameters", []))),
+        ("buffers not sampled", ", ".join(pb.get("not_sampled_buffers", [])) or "none"),
+        ("seconds", pb.get("wall_time")),
+    ]
+    return [
+        "<h2>PAC-Bayes certificate from the training data</h2><table>",
+        *[f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in rows],
+        "</table>",
+    ]
 
 
 def _kind_label(bound: dict[str, Any]) -> str:

@@ -47,8 +47,8 @@ __all__ = [
     "example_report_dict",
 ]
 
-SCHEMA_VERSION = "1.2"
-READABLE_SCHEMAS = ("1.0", "1.1", "1.2")
+SCHEMA_VERSION = "1.3"
+READABLE_SCHEMAS = ("1.0", "1.1", "1.2", "1.3")
 
 
 def jsonable(obj: Any) -> Any:
@@ -389,6 +389,11 @@ class Report:
     estimator : dict
     frozen_feature_curves : dict
     trainability : dict or None
+    pac_bayes : dict or None
+        The PAC-Bayes certificate's details (schema 1.3; ``evaluate(pac_bayes=True)``):
+        KL, rows, ``δ`` shares, the prior, the posterior's summary, the Gibbs network's
+        check error. Its two certificates are rows of ``bounds`` (``pac_bayes[error]``,
+        ``pac_bayes[ce]``).
     timings : dict
     summary_lines : tuple of str
     schema_version, version : str
@@ -414,6 +419,7 @@ class Report:
     estimator: Mapping[str, Any] = field(default_factory=dict)
     frozen_feature_curves: Mapping[str, Any] = field(default_factory=dict)
     trainability: Mapping[str, Any] | None = None
+    pac_bayes: Mapping[str, Any] | None = None
     timings: Mapping[str, float] = field(default_factory=dict)
     summary_lines: tuple[str, ...] = ()
     schema_version: str = SCHEMA_VERSION
@@ -436,8 +442,16 @@ class Report:
         return tuple(b for b in self.bounds if b.kind == "estimate")
 
     def best_error_certificate(self) -> Bound | None:
-        """Return the tightest certificate on the network's own 0-1 test error."""
+        """Return the tightest held-out certificate on the network's own 0-1 test error."""
         errs = [b for b in self.certificates() if b.quantity == "error"]
+        return min(errs, key=lambda b: b.value) if errs else None
+
+    def best_train_certificate(self) -> Bound | None:
+        """Return the tightest certificate computed from the training data alone.
+
+        Today these are the PAC-Bayes certificates on the Gibbs network's 0-1 error.
+        """
+        errs = [b for b in self.certificates() if b.quantity == "gibbs_error"]
         return min(errs, key=lambda b: b.value) if errs else None
 
     # -- serialization ----------------------------------------------------------------------
@@ -458,6 +472,7 @@ class Report:
             "bounds": [{k: b.to_dict()[k] for k in _BOUND_KEYS} for b in self.bounds],
             "frozen_feature_curves": dict(self.frozen_feature_curves),
             "trainability": dict(self.trainability) if self.trainability is not None else None,
+            "pac_bayes": dict(self.pac_bayes) if self.pac_bayes is not None else None,
             "timings": dict(self.timings),
             "summary": list(self.summary_lines),
         }
@@ -488,6 +503,7 @@ class Report:
             estimator=dict(d.get("estimator") or {}),
             frozen_feature_curves=dict(d.get("frozen_feature_curves") or {}),
             trainability=d.get("trainability"),
+            pac_bayes=d.get("pac_bayes"),
             timings=dict(d.get("timings") or {}),
             summary_lines=tuple(d.get("summary", ())),
             schema_version=version,
@@ -629,10 +645,21 @@ def summary_sentences(report: Report) -> list[str]:
         )
         + "."
     )
+    best_train = report.best_train_certificate()
+    if best_train is not None and best_train.checked_value is not None:
+        det = best_train.terms.get("deterministic_check_error")
+        lines.append(
+            f"Tightest certificate from the training data alone: {best_train.value:.2%} on the "
+            f"Gibbs network's test error ({best_train.name}, δ={best_train.delta}, "
+            f"KL {best_train.terms.get('kl', float('nan')):.0f} nats over "
+            f"{best_train.terms.get('n_samples')} rows); that network's check error is "
+            f"{best_train.checked_value:.2%}"
+            + (f", the checkpoint's own {det:.2%}." if det is not None else ".")
+        )
     best = report.best_error_certificate()
     if best is not None and best.checked_value is not None:
         lines.append(
-            f"Tightest certificate on the test error: {best.value:.2%} ({best.name}, "
+            f"Tightest held-out certificate on the test error: {best.value:.2%} ({best.name}, "
             f"δ={best.delta}); the error measured on the check split is "
             f"{best.checked_value:.2%}."
         )

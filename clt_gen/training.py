@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from clt_gen._modes import eval_mode, resolve_device
 from clt_gen.callbacks import Callback, TrainState
-from clt_gen.checkpoints import save_checkpoint
+from clt_gen.checkpoints import INIT_FILE, save_checkpoint, save_tensors
 from clt_gen.data import DataConfig, Splits, augment_batch, load_dataset, make_splits
 from clt_gen.duality import get_regularizer, objective, smoothed_targets
 from clt_gen.errors import ValidationError
@@ -87,6 +87,17 @@ class TrainConfig:
         Record trainability diagnostics every this many steps (0: never).
     progress : bool
         Show progress bars.
+    pac_bayes_prior : float or None
+        PAC-Bayes training with a data-dependent prior (Pérez-Ortiz et al. 2021): the
+        network is first trained by ERM on this seeded fraction of the training rows (the
+        prior means), then a Gaussian posterior started at the prior is trained on the other
+        rows by ``pac_bayes_objective``; the checkpoint holds the posterior means as its
+        weights, the prior, the posterior's standard deviations, which rows each phase used,
+        and a certificate on the rows the prior never saw (THEORY §6.5).
+    pac_bayes_sigma, pac_bayes_epochs, pac_bayes_objective, pac_bayes_lr, pac_bayes_delta
+        The prior's standard deviation ``σ_P`` (fixed, no grid), the posterior's epochs
+        (default ``epochs``), objective (``f_quad`` or ``f_classic``), Adam step on the
+        means, and the certificate's ``δ``.
 
     Examples
     --------
@@ -119,6 +130,12 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     probe_every: int = 0
     progress: bool = True
+    pac_bayes_prior: float | None = None
+    pac_bayes_sigma: float = 0.03
+    pac_bayes_epochs: int | None = None
+    pac_bayes_objective: str = "f_quad"
+    pac_bayes_lr: float = 1e-3
+    pac_bayes_delta: float = 0.05
 
     def __post_init__(self) -> None:
         """Check every field; raise :class:`ValidationError` naming the bad one."""
@@ -145,7 +162,44 @@ class TrainConfig:
             )
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValidationError(f"device must be 'auto', 'cpu' or 'cuda' (got {self.device!r})")
+        if self.pac_bayes_prior is not None:
+            self._check_pac_bayes()
         get_regularizer(self.omega, **({"alpha": self.alpha} if self.omega == "tsallis" else {}))
+
+    def _check_pac_bayes(self) -> None:
+        from clt_gen.pac_bayes import OBJECTIVES
+
+        f = self.pac_bayes_prior
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f < 1.0:
+            raise ValidationError(
+                f"pac_bayes_prior must be a fraction in (0, 1) of the training rows that "
+                f"train the prior (got {f!r}); 0.5 is usual"
+            )
+        if self.omega != "shannon":
+            raise ValidationError(
+                f"pac_bayes_prior trains the posterior on the bounded cross-entropy: omega "
+                f"must be 'shannon' (got {self.omega!r})"
+            )
+        for name in ("pac_bayes_sigma", "pac_bayes_lr"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
+                raise ValidationError(f"{name} must be a float > 0 (got {v!r})")
+        if not 0.0 < self.pac_bayes_delta < 1.0:
+            raise ValidationError(
+                f"pac_bayes_delta must be in (0, 1) (got {self.pac_bayes_delta}); 0.05 is usual"
+            )
+        if self.pac_bayes_epochs is not None and self.pac_bayes_epochs < 0:
+            raise ValidationError(
+                f"pac_bayes_epochs must be an int >= 0 (got {self.pac_bayes_epochs})"
+            )
+        if self.pac_bayes_objective not in OBJECTIVES:
+            from clt_gen.errors import unknown_name_error
+
+            raise unknown_name_error("pac_bayes_objective", self.pac_bayes_objective, OBJECTIVES)
+        if self.two_phase is not None:
+            raise ValidationError(
+                "pac_bayes_prior and two_phase both split the training rows: use one"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Return the configuration as plain JSON types."""
@@ -279,6 +333,8 @@ def _setup(
         model = build_model(
             cfg.arch, tuple(splits.x["train"].shape[1:]), splits.n_classes, **_arch_kwargs(cfg)
         )
+    # w_0, drawn before any data is seen: the mean of a data-free PAC-Bayes prior
+    init_sha = save_tensors(out / INIT_FILE, dict(model.state_dict()))
     model.to(device)
     use_amp = device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
@@ -292,7 +348,7 @@ def _setup(
         amp_dtype=amp_dtype,
         scaler=torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16),
         gen=torch.Generator().manual_seed(cfg.random_state + 1),
-        meta_base=_meta_base(cfg, splits, device),
+        meta_base={**_meta_base(cfg, splits, device), "init_sha256": init_sha},
         callbacks=list(callbacks),
     )
     run.callbacks += _probe_callbacks(run)
@@ -449,6 +505,75 @@ def _train_phase(
         run.model.load_state_dict(best_state)
 
 
+PRIOR_FILE = "prior.safetensors"
+POSTERIOR_STD_FILE = "posterior_std.safetensors"
+ROWS_FILE = "pac_bayes_rows.safetensors"
+
+
+def _train_pac_bayes(run: _Run) -> dict[str, Any]:
+    """Prior by ERM on a seeded fraction of the rows, then the posterior on the rest.
+
+    Returns the ``pac_bayes`` entry of ``meta.json``; writes the prior, the posterior's
+    standard deviations and both row sets next to the weights (each hash in the entry).
+    """
+    from clt_gen.gibbs import pac_bayes_certificate
+
+    cfg = run.cfg
+    assert cfg.pac_bayes_prior is not None
+    x_all, y_all = run.splits.x["train"], run.splits.y["train"]
+    n = len(y_all)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.random_state + 2))
+    n_prior = int(round(cfg.pac_bayes_prior * n))
+    prior_rows, bound_rows = perm[:n_prior].sort().values, perm[n_prior:].sort().values
+    if n_prior < 1 or len(bound_rows) < 8:
+        raise ValidationError(
+            f"pac_bayes_prior={cfg.pac_bayes_prior} leaves {n_prior} rows for the prior and "
+            f"{len(bound_rows)} for the bound out of {n}; each needs rows (the bound at least "
+            "8): pick a fraction nearer 0.5 or use more data"
+        )
+    xp, yp = x_all[prior_rows].to(run.device), y_all[prior_rows].to(run.device)
+    _train_phase(run, "prior", xp, yp, list(run.model.parameters()))
+    run.model.eval()
+    prior = {k: v.detach().cpu().clone() for k, v in run.model.state_dict().items()}
+    sigma = cfg.pac_bayes_sigma
+    cert = pac_bayes_certificate(
+        run.model,
+        (x_all, y_all),
+        rows=bound_rows.numpy(),
+        prior=prior,
+        prior_kind="data_dependent",
+        check=(run.splits.x["check"], run.splits.y["check"]),
+        delta=cfg.pac_bayes_delta,
+        prior_sigma=sigma,
+        sigma_init=sigma,
+        objective=cfg.pac_bayes_objective,
+        optimize_mean=True,
+        epochs=cfg.epochs if cfg.pac_bayes_epochs is None else cfg.pac_bayes_epochs,
+        batch_size=cfg.batch_size,
+        lr_mean=cfg.pac_bayes_lr,
+        device=str(run.device),
+        random_state=cfg.random_state,
+        progress=cfg.progress,
+    )
+    with torch.no_grad():
+        params = dict(run.model.named_parameters())
+        for k, mu in cert.posterior_mean.items():
+            params[k].copy_(mu.to(params[k].device))
+    rows = {"prior_rows": prior_rows, "bound_rows": bound_rows}
+    entry = cert.to_dict()
+    entry.update(
+        prior_fraction=cfg.pac_bayes_prior,
+        rows_seed=cfg.random_state + 2,
+        n_prior_rows=int(n_prior),
+        n_bound_rows=int(len(bound_rows)),
+        prior_sha256=save_tensors(run.out / PRIOR_FILE, prior),
+        posterior_std_sha256=save_tensors(run.out / POSTERIOR_STD_FILE, cert.posterior_std),
+        rows_sha256=save_tensors(run.out / ROWS_FILE, rows),
+        rows_split="train",
+    )
+    return {"pac_bayes": entry}
+
+
 def _final_metrics(run: _Run, seconds: float) -> dict[str, float]:
     metrics: dict[str, float] = {
         "train_seconds": seconds,
@@ -506,12 +631,16 @@ def train(
     """
     run = _setup(config, pathlib.Path(out_dir), splits, callbacks)
     t_start = time.perf_counter()
-    for phase, xp, yp, params in _phases(run):
-        _train_phase(run, phase, xp, yp, params)
+    extra: dict[str, Any] = {}
+    if config.pac_bayes_prior is not None:
+        extra = _train_pac_bayes(run)
+    else:
+        for phase, xp, yp, params in _phases(run):
+            _train_phase(run, phase, xp, yp, params)
     for prm in run.model.parameters():
         prm.requires_grad_(True)
     run.model.eval()
     metrics = _final_metrics(run, time.perf_counter() - t_start)
-    meta = {**run.meta_base, "status": "complete", "metrics": metrics}
+    meta = {**run.meta_base, **extra, "status": "complete", "metrics": metrics}
     meta["weights_sha256"] = save_checkpoint(run.out, run.model.cpu(), meta)
     return TrainResult(run.out, metrics, meta)

@@ -18,6 +18,8 @@ LAYER = {
     "_modes": 0,
     "_parallel": 0,
     "duality": 1,
+    "pac_bayes": 1,
+    "gibbs": 4,
     "testing": 2,
     "data": 2,
     "sources": 2,
