@@ -68,6 +68,7 @@ class Checkpoint:
     path: pathlib.Path
     sha256: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    verified: bool = False  # the weights' sha256 matched the one meta.json records
 
 
 def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, meta: dict[str, Any]) -> str:
@@ -198,6 +199,15 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], where: str) ->
             f"{where}: shapes differ for {bad[:5]} (e.g. {bad[0]}: file "
             f"{tuple(state[bad[0]].shape)}, model {tuple(own[bad[0]].shape)})"
         )
+    for k, t in state.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            n_bad = int((~torch.isfinite(t)).sum())
+            raise CheckpointError(
+                f"{where}: tensor {k!r} holds {n_bad} NaN or inf values of {t.numel()}; a "
+                "network with non-finite weights gives meaningless risks and bounds (the "
+                "training probably diverged: retrain with a lower lr, or load an earlier "
+                "checkpoint)"
+            )
     model.load_state_dict(state)
 
 
@@ -216,6 +226,7 @@ def load_checkpoint(
     arch: dict[str, Any] | None = None,
     trust_pickle: bool = False,
     map_location: str | torch.device = "cpu",
+    allow_unverified: bool = False,
 ) -> Checkpoint:
     """Load a checkpoint directory, a state-dict file, or (opt-in) a pickled model.
 
@@ -231,6 +242,10 @@ def load_checkpoint(
     trust_pickle : bool
         Allow full unpickling, which can execute code stored in the file. Only for files
         you created yourself.
+    allow_unverified : bool
+        Load a checkpoint directory whose ``meta.json`` records no ``weights_sha256``
+        (its weights cannot be checked; ``Checkpoint.verified`` is then False and the
+        report says so). Without it such a directory is refused.
 
     Returns
     -------
@@ -257,11 +272,13 @@ def load_checkpoint(
     if not p.exists():
         raise CheckpointError(f"checkpoint path does not exist: {str(p)!r}")
     if p.is_dir():
-        return _load_directory(p, map_location)
+        return _load_directory(p, map_location, allow_unverified)
     return _load_file(p, arch, trust_pickle, map_location)
 
 
-def _load_directory(p: pathlib.Path, map_location: str | torch.device) -> Checkpoint:
+def _load_directory(
+    p: pathlib.Path, map_location: str | torch.device, allow_unverified: bool = False
+) -> Checkpoint:
     """``model.safetensors`` + ``meta.json``, the hash checked before any weight is read."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -273,9 +290,21 @@ def _load_directory(p: pathlib.Path, map_location: str | torch.device) -> Checkp
         )
     try:
         meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{meta_path} is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(
+            f"{meta_path} must hold a JSON object with the keys {list(REQUIRED_META)} (got a "
+            f"{type(meta).__name__}); rewrite it, or re-save the model with save_checkpoint"
+        )
     digest = file_sha256(weights)
+    if not meta.get("weights_sha256") and not allow_unverified:
+        raise CheckpointError(
+            f"{meta_path} records no weights_sha256, so {WEIGHTS_FILE} cannot be checked "
+            "against it (the weights may have been altered). Re-save the checkpoint with "
+            "save_checkpoint, or, if you trust the file, pass allow_unverified=True "
+            "(--allow-unverified); the report then records weights_verified: false"
+        )
     if meta.get("weights_sha256") and meta["weights_sha256"] != digest:
         raise CheckpointError(
             f"{weights}: sha256 {digest[:12]}... does not match meta.json "
@@ -287,7 +316,8 @@ def _load_directory(p: pathlib.Path, map_location: str | torch.device) -> Checkp
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights} is corrupted or truncated ({exc})") from None
     _load_state(model, state, str(weights))
-    return Checkpoint(model.to(map_location).eval(), meta, p, digest)
+    verified = bool(meta.get("weights_sha256"))
+    return Checkpoint(model.to(map_location).eval(), meta, p, digest, verified=verified)
 
 
 def _load_file(

@@ -128,6 +128,12 @@ def _add_evaluate(sub: Any) -> None:
         help="add gradient energy, structure-matrix spectra and the loss sandwich",
     )
     p.add_argument(
+        "--output-kind",
+        choices=["logits", "probs"],
+        default="logits",
+        help="what the model returns: logits (default) or probabilities (e.g. ends in Softmax)",
+    )
+    p.add_argument(
         "--pac-bayes",
         action="store_true",
         help="add PAC-Bayes certificates from the training data (the Gibbs network)",
@@ -174,6 +180,12 @@ def _add_model_file_options(p: argparse.ArgumentParser) -> None:
         help="allow loading a fully pickled model, which can run code stored in "
         "the file: only for files you created yourself",
     )
+    p.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        help="load a checkpoint whose meta.json records no weights hash (the report "
+        "records weights_verified: false)",
+    )
 
 
 def _json_or_file(text: str) -> Any:
@@ -209,11 +221,13 @@ def evaluate_config_from_args(args: argparse.Namespace) -> Any:
         cache_dir=args.cache_dir,
         arch_spec=args.arch_spec,
         trust_pickle=args.trust_pickle,
+        allow_unverified=getattr(args, "allow_unverified", False),
         device=args.device,
         random_state=args.random_state,
         batch_size=args.batch_size,
         progress=not args.no_progress,
         n_jobs=args.jobs,
+        output_kind=args.output_kind,
         pac_bayes=args.pac_bayes,
         pac_bayes_prior=args.pac_bayes_prior,
         pac_bayes_epochs=args.pac_bayes_epochs,
@@ -228,7 +242,10 @@ def _output_arg(text: str | None) -> str | int | None:
 def _run_evaluate(args: argparse.Namespace) -> int:
     from clt_gen.evaluation import evaluate
 
+    from clt_gen.evaluation import check_outputs
+
     cfg = evaluate_config_from_args(args)
+    check_outputs(cfg)  # before loading anything: a bad --out costs no run
     byom = args.model is not None or (args.data is not None and ":" in args.data)
     if not byom:
         if args.checkpoint is None:
@@ -468,7 +485,12 @@ def _run_layers(args: argparse.Namespace) -> int:
     from clt_gen.checkpoints import load_checkpoint
     from clt_gen.features import default_layers, list_layers
 
-    ck = load_checkpoint(args.checkpoint, arch=args.arch_spec, trust_pickle=args.trust_pickle)
+    ck = load_checkpoint(
+        args.checkpoint,
+        arch=args.arch_spec,
+        trust_pickle=args.trust_pickle,
+        allow_unverified=getattr(args, "allow_unverified", False),
+    )
     shape = args.input_shape or ck.meta.get("input_shape")
     if shape is None:
         raise ValidationError("this model file has no metadata: pass --input-shape, e.g. 1 28 28")

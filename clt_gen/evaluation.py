@@ -125,6 +125,14 @@ class EvaluateConfig:
         Rows per forward pass.
     label_smoothing : float, optional
         Of the training targets (default: the checkpoint's, else 0).
+    output_kind : {"logits", "probs"}
+        What the model's class scores are: logits (any real scores), or probabilities
+        (rows in [0, 1] summing to 1, e.g. a model ending in ``nn.Softmax``), which are
+        then read as ``log p``. A model that returns probabilities while ``logits`` is
+        declared is refused with an error saying so.
+    allow_unverified : bool
+        Evaluate a checkpoint directory whose ``meta.json`` records no weights hash (the
+        report's ``checkpoint.weights_verified`` is then false); refused otherwise.
     n_jobs : int, optional
         Processes for the per-layer entropy fits and frozen-feature bounds (default: all
         available cores). The numbers do not depend on it.
@@ -174,6 +182,8 @@ class EvaluateConfig:
     cache_dir: str | None = None
     arch_spec: dict[str, Any] | None = None
     trust_pickle: bool = False
+    allow_unverified: bool = False
+    output_kind: str = "logits"
     device: str = "auto"
     random_state: int = 0
     progress: bool = True
@@ -198,6 +208,30 @@ class EvaluateConfig:
                 raise ValidationError(f"{name} must be an int >= 1 (got {v!r})")
         if not 0.0 < self.check_fraction < 1.0:
             raise ValidationError(f"check_fraction must be in (0, 1) (got {self.check_fraction})")
+        for name, low in (("n_bootstrap", 0), ("trainability_samples", 1)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ValidationError(
+                    f"{name} must be an int >= {low} (got {v!r})"
+                    + ("; 0 skips the bootstrap, 200 is usual" if name == "n_bootstrap" else "")
+                )
+        bad_cells = [c for c in self.cells if isinstance(c, bool) or not isinstance(c, int) or c < 2]
+        if not self.cells or bad_cells:
+            raise ValidationError(
+                f"cells must be ints >= 2, the numbers of k-means cells the frozen-feature bound "
+                f"tries (got {list(self.cells)!r}); e.g. (2, 4, 8, 16)"
+            )
+        if self.output_kind not in ("logits", "probs"):
+            raise unknown_name_error("output_kind", self.output_kind, ("logits", "probs"))
+        if self.output_kind == "probs" and self.trainability:
+            raise ValidationError(
+                "trainability differentiates the loss of the model's own output, which needs "
+                "logits: drop the final softmax, or evaluate without trainability"
+            )
+        ls = self.label_smoothing
+        if ls is not None and not (isinstance(ls, (int, float)) and 0.0 <= ls < 1.0):
+            raise ValidationError(f"label_smoothing must be in [0, 1) (got {ls!r})")
+
         if self.method not in METHODS:
             raise unknown_name_error("method", self.method, METHODS)
         if self.omega is not None and self.omega not in ENTROPY_OMEGAS:
@@ -234,6 +268,35 @@ class EvaluateConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary."""
         return dataclasses.asdict(self)
+
+
+def check_outputs(cfg: EvaluateConfig) -> None:
+    """Refuse ``out`` and ``cache_dir`` that cannot be written, before any pass."""
+    if cfg.out is not None:
+        _check_writable("out", cfg.out)
+    if cfg.cache_dir is not None:
+        _check_writable("cache_dir", cfg.cache_dir)
+
+
+def _check_writable(name: str, path: str) -> None:
+    """Refuse an output directory that cannot be written, before any work is done."""
+    p = pathlib.Path(path)
+    if p.exists() and not p.is_dir():
+        raise ValidationError(
+            f"{name} must be a directory (got {str(p)!r}, which is a file); pick another path "
+            "or remove the file"
+        )
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(dir=p, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise ValidationError(
+            f"{name} {str(p)!r} cannot be written ({exc.strerror or exc}); choose a directory "
+            "you can write to"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -286,7 +349,11 @@ def state_hash(model: nn.Module) -> str:
 
 def _subject_from_checkpoint(path: str, cfg: EvaluateConfig, device: torch.device) -> Subject:
     ck = load_checkpoint(
-        path, arch=cfg.arch_spec, trust_pickle=cfg.trust_pickle, map_location=device
+        path,
+        arch=cfg.arch_spec,
+        trust_pickle=cfg.trust_pickle,
+        map_location=device,
+        allow_unverified=cfg.allow_unverified,
     )
     train_cfg = ck.meta.get("train_config", {})
     omega = cfg.omega or ck.meta.get("omega", "shannon")
@@ -297,6 +364,7 @@ def _subject_from_checkpoint(path: str, cfg: EvaluateConfig, device: torch.devic
     provenance = {
         "path": str(ck.path),
         "sha256": ck.sha256,
+        "weights_verified": ck.verified,
         "arch": ck.meta.get("arch"),
         "arch_kwargs": ck.meta.get("arch_kwargs", {}),
         "train_config": train_cfg,
@@ -474,6 +542,8 @@ def run_passes(
         "random_state": cfg.random_state,
         "progress": cfg.progress,
     }
+    # probabilities read as logits are another output: never share their cache
+    kind = {"output_kind": "probs"} if cfg.output_kind == "probs" else {}
     keep = _train_rows(inputs.train.n_rows, cfg)
     if keep is None and inputs.train.n_rows is None:
         keep = np.arange(cfg.max_train_samples)  # unknown length: the first rows
@@ -483,20 +553,20 @@ def run_passes(
         keep=keep,
         digests=True,
         probe_rows=cfg.trainability_samples if cfg.trainability else 0,
-        cache_parts={"model": subject.model_hash, "split": "train"},
+        cache_parts={"model": subject.model_hash, "split": "train", **kind},
         **common,
     )
     held = stream_pass(
         subject.model,
         inputs.heldout,
-        cache_parts={"model": subject.model_hash, "split": "heldout"},
+        cache_parts={"model": subject.model_hash, "split": "heldout", **kind},
         **common,
     )
     if inputs.check is not None:
         check = stream_pass(
             subject.model,
             inputs.check,
-            cache_parts={"model": subject.model_hash, "split": "check"},
+            cache_parts={"model": subject.model_hash, "split": "check", **kind},
             **common,
         )
         return Passes(train, held, check, {"how": "given"})
@@ -864,6 +934,8 @@ def _pipeline(
     clock: _Clock,
 ) -> Report:
     """Stages 2-7 on a loaded subject and its data."""
+    if cfg.output_kind == "probs":
+        output = LogProbabilities(output)
     example = _example_input(inputs.heldout)
     _probe_model(subject.model, example, output, device)
     layers, default = _resolve_layers(subject.model, cfg.layers, example)
@@ -871,6 +943,7 @@ def _pipeline(
     _prestart_workers(inputs, layers, cfg)
     passes = run_passes(subject, inputs, layers, cfg, output=output, device=device)
     _check_sizes_after(passes, cfg)
+    _check_scores(passes, cfg)
     clock.lap("features")
     risks, terms = measure_risks(subject, passes)
     floor = floor_bound(subject, passes, risks)
@@ -932,6 +1005,49 @@ def _pipeline(
         version=__version__,
     )
     return report.with_summary()
+
+
+@dataclass(frozen=True)
+class LogProbabilities:
+    """An ``output`` selector that turns probabilities into log-probabilities (logits).
+
+    ``softmax(log p) = p``, so every loss, entropy and bound reads the model as it meant.
+    """
+
+    inner: Any = None
+
+    def __call__(self, out: Any) -> torch.Tensor:
+        """Return ``log max(p, tiny)`` of the selected scores."""
+        p = select_scores(out, self.inner)
+        tiny = torch.finfo(p.dtype).tiny if p.is_floating_point() else 1e-38
+        return torch.log(p.clamp_min(tiny))
+
+
+def _check_scores(passes: Passes, cfg: EvaluateConfig) -> None:
+    """Name non-finite model outputs, and outputs that are probabilities read as logits."""
+    for split in ("train", "certify", "check"):
+        s = getattr(passes, split).scores
+        finite = np.isfinite(s)
+        if cfg.output_kind == "probs":
+            finite |= np.isneginf(s)  # log 0 of a probability that underflowed
+        if not finite.all():
+            rows = np.flatnonzero(~finite.all(axis=1))
+            raise DataError(
+                f"the model's output (its class scores) holds NaN or inf on {len(rows)} "
+                f"{split} rows (first: row {int(rows[0])}, scores {s[rows[0]][:5].tolist()}); "
+                "a classifier's logits must be finite: check the model for overflow (e.g. "
+                "a missing normalization, or half precision) or for NaN inputs"
+            )
+    s = passes.train.scores
+    sums_to_one = np.abs(s.sum(axis=1) - 1.0) < 1e-4
+    in_unit = (s >= 0).all(axis=1) & (s <= 1).all(axis=1)
+    if cfg.output_kind == "logits" and s.shape[1] >= 2 and bool((sums_to_one & in_unit).all()):
+        raise DataError(
+            "the model's outputs look like probabilities (every training row lies in [0, 1] "
+            "and sums to 1, e.g. a model ending in nn.Softmax), but they would be read as "
+            "logits, which gives wrong risks and entropies: pass output_kind='probs' "
+            "(--output-kind probs), or remove the final softmax"
+        )
 
 
 def _prestart_workers(inputs: Inputs, layers: list[str], cfg: EvaluateConfig) -> None:
@@ -1083,6 +1199,7 @@ def _evaluate_user(
     init_state: Any = None,
 ) -> Report:
     """Evaluate a user's model (or checkpoint path) on the user's data."""
+    check_outputs(cfg)
     clock, dev = _Clock(), resolve_device(cfg.device)
     if isinstance(model, (str, os.PathLike)):
         subject = _subject_from_checkpoint(str(model), cfg, dev)
@@ -1128,6 +1245,7 @@ def _evaluate_config(cfg: EvaluateConfig, *, output: Output = None) -> Report:
     """Evaluate a checkpoint on its recorded data and splits; write the report when ``out``."""
     if cfg.checkpoint is None:
         raise ValidationError("EvaluateConfig.checkpoint must name a checkpoint directory or file")
+    check_outputs(cfg)
     clock, dev = _Clock(), resolve_device(cfg.device)
     subject = _subject_from_checkpoint(cfg.checkpoint, cfg, dev)
     inputs, _ = _checkpoint_inputs(subject, cfg)

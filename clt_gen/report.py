@@ -620,7 +620,26 @@ def load_report(path: str | os.PathLike[str]) -> Report:
             f"path must be a report.json or a directory holding one (got {str(path)!r}); "
             "run `clt-gen evaluate` first"
         )
-    return Report.from_dict(json.loads(p.read_text()))
+    try:
+        d = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValidationError(
+            f"{p} is not a valid report.json ({exc}); it may be truncated: rerun "
+            "`clt-gen evaluate` for it"
+        ) from None
+    if not isinstance(d, dict):
+        raise ValidationError(
+            f"{p} is not a clt_gen report: it holds a JSON {type(d).__name__}, not an object"
+        )
+    try:
+        return Report.from_dict(d)
+    except ValidationError as exc:
+        raise ValidationError(f"{p}: {exc}") from None
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise ValidationError(
+            f"{p} is not a readable clt_gen report ({type(exc).__name__}: {exc}); rerun "
+            "`clt-gen evaluate` for it"
+        ) from None
 
 
 def summary_sentences(report: Report) -> list[str]:

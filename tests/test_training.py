@@ -86,7 +86,43 @@ def test_hash_mismatch_and_truncation_are_detected(tmp_path):
     meta = json.loads((tmp_path / "ck" / "meta.json").read_text())
     meta.pop("weights_sha256")
     (tmp_path / "ck" / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="records no weights_sha256"):
+        load_checkpoint(tmp_path / "ck")
     with pytest.raises(CheckpointError, match="corrupted or truncated"):
+        load_checkpoint(tmp_path / "ck", allow_unverified=True)
+
+
+def test_unverified_weights_are_refused_unless_opted_in(tmp_path):
+    net = build_model("model-b", (1, 8, 8), 3, k=1, w=8)
+    save_checkpoint(tmp_path / "ck", net, _meta())
+    meta_path = tmp_path / "ck" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta.pop("weights_sha256")
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="allow_unverified"):
+        load_checkpoint(tmp_path / "ck")
+    ck = load_checkpoint(tmp_path / "ck", allow_unverified=True)
+    assert ck.verified is False
+    save_checkpoint(tmp_path / "ok", net, _meta())
+    assert load_checkpoint(tmp_path / "ok").verified is True
+
+
+@pytest.mark.parametrize("bad", ["[1, 2]", '"text"', "null"])
+def test_meta_json_that_is_not_an_object_is_named(tmp_path, bad):
+    net = build_model("model-b", (1, 8, 8), 3, k=1, w=8)
+    save_checkpoint(tmp_path / "ck", net, _meta())
+    (tmp_path / "ck" / "meta.json").write_text(bad)
+    with pytest.raises(CheckpointError, match="must hold a JSON object"):
+        load_checkpoint(tmp_path / "ck")
+
+
+def test_nonfinite_weights_are_caught_at_load_naming_the_tensor(tmp_path):
+    net = build_model("model-b", (1, 8, 8), 3, k=1, w=8)
+    with torch.no_grad():
+        next(iter(net.parameters()))[0].fill_(float("nan"))
+    save_checkpoint(tmp_path / "ck", net, _meta())
+    name = next(iter(net.state_dict()))
+    with pytest.raises(CheckpointError, match=f"tensor '{name}' holds"):
         load_checkpoint(tmp_path / "ck")
 
 
