@@ -240,9 +240,7 @@ def _output_arg(text: str | None) -> str | int | None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from clt_gen.evaluation import evaluate
-
-    from clt_gen.evaluation import check_outputs
+    from clt_gen.evaluation import check_outputs, evaluate
 
     cfg = evaluate_config_from_args(args)
     check_outputs(cfg)  # before loading anything: a bad --out costs no run

@@ -215,7 +215,9 @@ class EvaluateConfig:
                     f"{name} must be an int >= {low} (got {v!r})"
                     + ("; 0 skips the bootstrap, 200 is usual" if name == "n_bootstrap" else "")
                 )
-        bad_cells = [c for c in self.cells if isinstance(c, bool) or not isinstance(c, int) or c < 2]
+        bad_cells = [
+            c for c in self.cells if isinstance(c, bool) or not isinstance(c, int) or c < 2
+        ]
         if not self.cells or bad_cells:
             raise ValidationError(
                 f"cells must be ints >= 2, the numbers of k-means cells the frozen-feature bound "
