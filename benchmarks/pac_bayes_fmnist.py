@@ -98,8 +98,8 @@ def run(args: argparse.Namespace) -> dict:
         prior = copy.deepcopy(net.state_dict())
         cert = pac_bayes_certificate(
             net, (x, y), rows=bound_idx.numpy(), prior=prior, prior_kind="data_dependent",
-            check=(xt, yt), optimize_mean=True, prior_sigma=args.prior_sigma,
-            sigma_init=args.prior_sigma, epochs=args.epochs, lr=args.lr, lr_mean=args.lr_mean,
+            check=(xt, yt), optimize_mean=True, prior_sigma=args.prior_sigma or None,
+            sigma_init=args.prior_sigma or None, epochs=args.epochs, lr=args.lr, lr_mean=args.lr_mean,
             p_min=args.p_min, random_state=args.seed, progress=args.progress,
         )
         prior_rows = n_prior
@@ -166,7 +166,8 @@ def main() -> None:
     ap.add_argument("--p-min", type=float, default=1e-4)
     ap.add_argument("--optimize-mean", action="store_true")
     ap.add_argument("--prior-fraction", type=float, default=0.5)
-    ap.add_argument("--prior-sigma", type=float, default=0.03)
+    ap.add_argument("--prior-sigma", type=float, default=0.0,
+                    help="pbb: a fixed prior std; 0 (default) picks it from the library's grid")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--out", default=str(OUT))

@@ -37,6 +37,8 @@ __all__ = [
     "validation_bound",
     "kl_inverse",
     "frozen_feature_bound",
+    "mark_vacuous",
+    "trivial_risks",
     "VALIDATION_METHODS",
 ]
 
@@ -65,6 +67,9 @@ class Bound:
         Which split(s) the bound was computed from.
     checked_value, held : optional
         Filled by :meth:`check` with a value measured on disjoint data.
+    vacuous : bool or None
+        Filled by :func:`mark_vacuous`: the bound says nothing a trivial predictor's
+        risk does not already say (e.g. an error bound ``>= 1 − 1/K``).
     """
 
     name: str
@@ -79,6 +84,7 @@ class Bound:
     checked_value: float | None = None
     checked_on: str | None = None
     held: bool | None = None
+    vacuous: bool | None = None
 
     def check(self, measured: float, *, on: str) -> Bound:
         """Return a copy with the measured value and whether the bound held on it."""
@@ -106,6 +112,65 @@ def _check_positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValidationError(f"{name} must be an int >= 1 (got {value!r})")
     return int(value)
+
+
+def trivial_risks(
+    label_counts: np.ndarray, *, omega: str = "shannon", alpha: float = 1.5, p_min: float = 1e-4
+) -> dict[str, float]:
+    """Risks of the best constant predictor (the class frequencies), per bounded quantity.
+
+    An upper bound at or above these says nothing the label frequencies alone do not:
+    ``error`` ``1 − max_k p_k`` (at most ``1 − 1/K``), the ``risk`` of the loss ``omega``
+    ``H_Ω(p)``, the Brier risk ``½(1 − Σ p_k²)``, and the bounded cross-entropy
+    ``H(p)/ln(1/p_min)``.
+
+    Examples
+    --------
+    >>> r = trivial_risks(np.array([50, 50]))
+    >>> r["error"], round(r["risk"], 4), r["brier_risk"]
+    (0.5, 0.6931, 0.25)
+    """
+    c = np.asarray(label_counts, dtype=np.float64)
+    p = c / c.sum()
+    h = float(generalized_entropy(p[None, :], omega=omega, alpha=alpha)[0])
+    h_shannon = float(-(p[p > 0] * np.log(p[p > 0])).sum())
+    err = float(1.0 - p.max())
+    return {
+        "error": err,
+        "gibbs_error": err,
+        "cell_head_error": err,
+        "risk": h,
+        "brier_risk": float(0.5 * (1.0 - (p**2).sum())),
+        "cell_head_brier_risk": float(0.5 * (1.0 - (p**2).sum())),
+        "gibbs_bounded_ce": h_shannon / math.log(1.0 / p_min),
+    }
+
+
+def mark_vacuous(bounds: Sequence[Bound], trivial: dict[str, float]) -> list[Bound]:
+    """Return the bounds with ``vacuous`` set (THEORY §6: a bound must beat a constant).
+
+    An upper bound is vacuous when its value is at least the best constant predictor's
+    risk of the same quantity (:func:`trivial_risks`); a lower bound when it is at most 0.
+    Quantities without a trivial reference are left ``None``.
+
+    Examples
+    --------
+    >>> b = Bound("x", "probabilistic", "error", "upper", 0.95, 0.05)
+    >>> mark_vacuous([b], {"error": 0.9})[0].vacuous
+    True
+    """
+    out = []
+    for b in bounds:
+        if b.side == "lower":
+            out.append(replace(b, vacuous=bool(b.value <= 0.0)))
+        elif b.quantity in trivial:
+            ref = trivial[b.quantity]
+            out.append(
+                replace(b, vacuous=bool(b.value >= ref), terms={**b.terms, "trivial_risk": ref})
+            )
+        else:
+            out.append(b)
+    return out
 
 
 # ---------------------------------------------------------------------------

@@ -35,6 +35,7 @@ def demo_evaluate_config(out_dir: str | pathlib.Path, *, progress: bool = True) 
         out=str(out),
         delta=0.05,
         n_bootstrap=200,
+        pac_bayes=True,
         progress=progress,
     )
 
@@ -43,7 +44,8 @@ def run_demo(out_dir: str | pathlib.Path = "runs/demo", *, progress: bool = True
     """Train (skipped when a finished checkpoint exists), evaluate, return the report."""
     out = pathlib.Path(out_dir)
     ckpt = out / "checkpoint"
-    if not (ckpt / "meta.json").exists():
+    meta = ckpt / "meta.json"
+    if not meta.exists() or "init_sha256" not in meta.read_text():  # older demos lack w_0
         cfg = TrainConfig(**{**DEMO_TRAIN.__dict__, "progress": progress})
         train(cfg, ckpt)
     return evaluate(demo_evaluate_config(out, progress=progress))

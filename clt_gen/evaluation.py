@@ -56,7 +56,9 @@ from clt_gen.bounds import (
     data_floor,
     deterministic_range,
     frozen_feature_bound,
+    mark_vacuous,
     shannon_loss_cap,
+    trivial_risks,
     validation_bound,
 )
 from clt_gen.checkpoints import INIT_FILE, load_checkpoint, load_tensors
@@ -679,6 +681,17 @@ def _entropy_rows(
     )
 
 
+def _with_module_types(rows: list[Any], model: nn.Module) -> list[Any]:
+    """Record each layer's module type (``Conv2d``...), so numeric names read as layers."""
+    modules = dict(model.named_modules())
+    return [
+        dataclasses.replace(r, module=type(modules[r.name]).__name__)
+        if r.name in modules and r.name
+        else r
+        for r in rows
+    ]
+
+
 def _range_bounds(
     subject: Subject, passes: Passes, risks: Risks, rows: list[Any], terms: dict[str, Any]
 ) -> tuple[list[Bound], dict[str, Any]]:
@@ -950,7 +963,7 @@ def _pipeline(
     risks, terms = measure_risks(subject, passes)
     floor = floor_bound(subject, passes, risks)
     clock.lap("risks")
-    rows = _entropy_rows(subject, passes, layers, cfg)
+    rows = _with_module_types(_entropy_rows(subject, passes, layers, cfg), subject.model)
     clock.lap("entropies")
     range_bounds, loss_max = _range_bounds(subject, passes, risks, rows, terms)
     frozen, curves = _frozen_bounds(passes, layers, cfg)
@@ -961,6 +974,11 @@ def _pipeline(
         pb_bounds, pac_bayes = _pac_bayes_bounds(subject, inputs, passes, cfg, output, device)
         bounds.extend(pb_bounds)
         clock.lap("pac_bayes")
+    counts = np.bincount(passes.train.labels, minlength=passes.train.scores.shape[1])
+    trivial = trivial_risks(
+        counts, omega=subject.omega, alpha=subject.alpha, p_min=cfg.pac_bayes_p_min
+    )
+    bounds = mark_vacuous(bounds, trivial)
     train_stats = _trainability(subject, passes, device) if cfg.trainability else None
     if cfg.trainability:
         clock.lap("trainability")
@@ -976,6 +994,7 @@ def _pipeline(
         "n_certify": passes.certify.n_rows,
         "n_check": passes.check.n_rows,
         "n_classes": int(passes.train.scores.shape[1]),
+        "trivial_risks": trivial,
         "n_train_features": len(passes.train.kept),
         "split": {**inputs.provenance.get("split", {}), **passes.split},
     }

@@ -221,8 +221,61 @@ def layer_entropies(
         _profile(fits["heldout"], layers, auto),
     )
     losses = _losses(layers, fits, feats, y_heldout, method=method, n_bootstrap=n_bootstrap, kw=kw)
-    rows = _rows(layers, fits, losses, (train_rows, held_rows), feats, delta)
+    res = _resolutions(fits, losses, auto=auto, n_bootstrap=n_bootstrap, kw=kw)
+    rows = _rows(layers, fits, losses, (train_rows, held_rows), feats, delta, res)
     return _order_flags(rows, raw=auto)
+
+
+def _half_width(est: Any) -> float | None:
+    if est is None or not est.ci:
+        return None
+    return float(est.ci[1] - est.ci[0]) / 2.0
+
+
+def _resolutions(
+    fits: dict[str, list[Any]],
+    losses: list[Any],
+    *,
+    auto: bool,
+    n_bootstrap: int,
+    kw: dict[str, Any],
+) -> list[float | None]:
+    """Return the smallest information loss each layer can resolve (THEORY §5.5).
+
+    The half-width of the paired interval between the layer's *own* held-out terms and the
+    previous layer's. With ``auto`` the reported loss compares the data-processing
+    profile, whose two layers often read the same head (a loss of exactly 0 with a
+    zero-width interval); the resolution still says how large a loss the two layers' own
+    heads could have told apart at this sample size.
+    """
+    out: list[float | None] = [None]
+    for i in range(1, len(losses)):
+        if not auto:
+            out.append(_half_width(losses[i]))
+            continue
+        var = sum(fits["heldout"][j].params.get("head_variance", 0.0) for j in (i, i - 1))
+        own = paired_difference(
+            fits["terms"][i],
+            fits["terms"][i - 1],
+            n_bootstrap=max(n_bootstrap, 50),
+            extra_variance=var,
+            **kw,
+        )
+        out.append(_half_width(own))
+    return out
+
+
+def _probe_head(est: Any) -> str | None:
+    heads = est.params.get("heads") if hasattr(est, "params") else None
+    if not heads:
+        return None
+    names = []
+    for h in heads:
+        label = h.get("name", "?") if isinstance(h, dict) else str(h)
+        if isinstance(h, dict) and h.get("covariance"):
+            label += f" ({h['covariance']})"
+        names.append(label)
+    return " / ".join(names)
 
 
 def _rows(
@@ -232,9 +285,12 @@ def _rows(
     profiles: tuple[list[EntropyEstimate], list[EntropyEstimate]],
     feats: dict[str, dict[str, Any]],
     delta: float,
+    resolutions: list[float | None] | None = None,
 ) -> list[LayerRow]:
     """Assemble one :class:`LayerRow` per layer from the fits."""
     profile = dpi_profile([u.value for u in fits["bound"]])
+    setter = tightest_later([u.value for u in fits["bound"]])
+    res = resolutions or [None] * len(layers)
     rows: list[LayerRow] = []
     for i, name in enumerate(layers):
         ub, loss = fits["bound"][i], losses[i]
@@ -247,7 +303,7 @@ def _rows(
         info = None
         if loss is not None:
             ci = (float(loss.ci[0]), float(loss.ci[1])) if loss.ci else None
-            info = InformationLoss(float(loss.value), ci, layers[i - 1])
+            info = InformationLoss(float(loss.value), ci, layers[i - 1], res[i])
         rows.append(
             LayerRow(
                 name=name,
@@ -257,6 +313,9 @@ def _rows(
                 H_upper=CertifiedUpper(ub.value, ub.delta, delta, profile[i], details),
                 information_loss=info,
                 flags=tuple(flags),
+                probe=_estimate(fits["heldout"][i]),
+                probe_head=_probe_head(fits["heldout"][i]),
+                bound_from=layers[setter[i]],
             )
         )
     return rows

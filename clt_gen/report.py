@@ -39,6 +39,7 @@ __all__ = [
     "CertifiedUpper",
     "InformationLoss",
     "LayerRow",
+    "layer_label",
     "Risks",
     "Floor",
     "Report",
@@ -47,8 +48,8 @@ __all__ = [
     "example_report_dict",
 ]
 
-SCHEMA_VERSION = "1.3"
-READABLE_SCHEMAS = ("1.0", "1.1", "1.2", "1.3")
+SCHEMA_VERSION = "1.4"
+READABLE_SCHEMAS = ("1.0", "1.1", "1.2", "1.3", "1.4")
 
 
 def jsonable(obj: Any) -> Any:
@@ -193,20 +194,37 @@ class InformationLoss:
         Its paired bootstrap interval.
     from_layer : str
         The previous layer ``l − 1``.
+    resolution : float or None
+        The smallest loss this sample can resolve here (THEORY §5.5): the half-width of the
+        paired interval between the two layers' own held-out terms. A loss below it reads
+        "< resolution", not "none".
     """
 
     value: float
     ci: tuple[float, float] | None
     from_layer: str
+    resolution: float | None = None
+
+    @property
+    def resolved(self) -> bool:
+        """Whether the loss is at least its resolution (a loss the sample can see)."""
+        return self.resolution is not None and self.value >= self.resolution > 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary (``from`` names the previous layer)."""
-        return {"value": self.value, "ci": list(self.ci or []), "from": self.from_layer}
+        return {
+            "value": self.value,
+            "ci": list(self.ci or []),
+            "from": self.from_layer,
+            "resolution": self.resolution,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> InformationLoss:
-        """Inverse of :meth:`to_dict`."""
-        return cls(float(d["value"]), _pair(d.get("ci")), str(d["from"]))
+        """Inverse of :meth:`to_dict` (reports before 1.4 have no resolution)."""
+        return cls(
+            float(d["value"]), _pair(d.get("ci")), str(d["from"]), _opt_float(d.get("resolution"))
+        )
 
 
 @dataclass(frozen=True)
@@ -225,6 +243,17 @@ class LayerRow:
     flags : tuple of str
         The held-out estimate's flags, the train estimate's prefixed ``train:``, and the
         data-processing checks (``raw_order_violation``, ``order_violation``, ``dpi_violation``).
+    probe : EntropyEstimate or None
+        The *probe* profile (THEORY §5.5): the held-out score of this layer's own selected
+        head (``probe_head``), with its interval: how accessible the label information is
+        here to a head of the family at this sample size. It can fall with depth; a gap
+        between two layers' probes is not an information loss.
+    probe_head : str or None
+        The head family (per fold) behind ``probe``.
+    bound_from : str or None
+        The layer whose head sets ``U*`` here (this one or a later one).
+    module : str or None
+        The module's type (``Conv2d``, ``Sequential``...), shown beside numeric names.
     """
 
     name: str
@@ -234,15 +263,29 @@ class LayerRow:
     H_upper: CertifiedUpper | None = None
     information_loss: InformationLoss | None = None
     flags: tuple[str, ...] = ()
+    probe: EntropyEstimate | None = None
+    probe_head: str | None = None
+    bound_from: str | None = None
+    module: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The name people recognize: ``0 · Conv2d`` for a module with a bare index."""
+        return layer_label(self.name, self.module)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary."""
         return {
             "name": self.name,
+            "label": self.label,
+            "module": self.module,
             "n_features": self.n_features,
             "H_train": self.H_train.to_dict(),
             "H_heldout": self.H_heldout.to_dict(),
+            "probe": self.probe.to_dict() if self.probe else None,
+            "probe_head": self.probe_head,
             "H_upper": self.H_upper.to_dict() if self.H_upper else None,
+            "bound_from": self.bound_from,
             "information_loss": (
                 self.information_loss.to_dict() if self.information_loss else None
             ),
@@ -251,17 +294,45 @@ class LayerRow:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LayerRow:
-        """Inverse of :meth:`to_dict` (schema 1.0 rows have no ``H_upper``)."""
-        up, loss = d.get("H_upper"), d.get("information_loss")
+        """Inverse of :meth:`to_dict` (schema 1.0 rows have no ``H_upper``).
+
+        Rows before schema 1.4 have no ``probe``: it is read from ``H_heldout.raw`` when
+        the profile was tightened (``auto``), else from ``H_heldout`` itself.
+        """
+        up, loss, pr = d.get("H_upper"), d.get("information_loss"), d.get("probe")
+        held = EntropyEstimate.from_dict(d["H_heldout"])
+        if pr:
+            probe: EntropyEstimate | None = EntropyEstimate.from_dict(pr)
+        elif held.from_layer is not None and held.raw is not None:
+            probe = EntropyEstimate(held.raw, held.raw_ci, None, held.method, held.assumption)
+        else:
+            probe = held
         return cls(
             name=str(d["name"]),
             n_features=int(d["n_features"]),
             H_train=EntropyEstimate.from_dict(d["H_train"]),
-            H_heldout=EntropyEstimate.from_dict(d["H_heldout"]),
+            H_heldout=held,
             H_upper=CertifiedUpper.from_dict(up) if up else None,
             information_loss=InformationLoss.from_dict(loss) if loss else None,
             flags=tuple(d.get("flags", ())),
+            probe=probe,
+            probe_head=d.get("probe_head"),
+            bound_from=d.get("bound_from"),
+            module=d.get("module"),
         )
+
+
+def layer_label(name: str, module: str | None) -> str:
+    """``name · Type`` where the name alone does not say what the layer is.
+
+    Examples
+    --------
+    >>> layer_label("0", "Conv2d"), layer_label("conv1", "Sequential"), layer_label("input", None)
+    ('0 · Conv2d', 'conv1', 'input')
+    """
+    if module is None:
+        return name
+    return f"{name} · {module}" if name.rsplit(".", 1)[-1].isdigit() else name
 
 
 def _from_fields(cls: Any, d: Mapping[str, Any]) -> Any:
@@ -362,6 +433,7 @@ _BOUND_KEYS = (
     "checked_value",
     "checked_on",
     "held",
+    "vacuous",
 )
 
 
@@ -560,14 +632,24 @@ class Report:
             rows.append(
                 {
                     "layer": r.name,
+                    "label": r.label,
+                    "module": r.module,
                     "n_features": r.n_features,
                     "H_train": r.H_train.value,
                     "H_heldout": r.H_heldout.value,
                     "H_heldout_low": r.H_heldout.ci[0] if r.H_heldout.ci else None,
                     "H_heldout_high": r.H_heldout.ci[1] if r.H_heldout.ci else None,
+                    "probe": r.probe.value if r.probe else None,
+                    "probe_low": r.probe.ci[0] if r.probe and r.probe.ci else None,
+                    "probe_high": r.probe.ci[1] if r.probe and r.probe.ci else None,
+                    "probe_head": r.probe_head,
                     "U_certified": r.H_upper.value if r.H_upper else None,
                     "U_star_certified": r.H_upper.profile if r.H_upper else None,
+                    "U_star_from": r.bound_from,
                     "information_loss": (r.information_loss.value if r.information_loss else None),
+                    "information_loss_resolution": (
+                        r.information_loss.resolution if r.information_loss else None
+                    ),
                     "flags": ",".join(r.flags),
                 }
             )
@@ -656,9 +738,17 @@ def summary_sentences(report: Report) -> list[str]:
     ]
     certs = [b for b in report.certificates() if b.held is not None]
     limits = [b for b in report.estimated_limits() if b.held is not None]
+    informative = [b for b in certs if not b.vacuous]
+    n_vacuous = len(certs) - len(informative)
     lines.append(
-        f"{sum(bool(b.held) for b in certs)} of {len(certs)} certificates held when checked "
-        "on data they did not use"
+        f"{sum(bool(b.held) for b in informative)} of {len(informative)} informative "
+        "certificates held when checked on data they did not use"
+        + (
+            f"; {n_vacuous} more are vacuous (no better than predicting the label "
+            f"frequencies: {', '.join(b.name for b in certs if b.vacuous)})"
+            if n_vacuous
+            else ""
+        )
         + "".join(
             f"; the estimated limit {b.name} {'held' if b.held else 'failed'}" for b in limits
         )
@@ -689,18 +779,30 @@ def summary_sentences(report: Report) -> list[str]:
 def _layer_sentences(report: Report, units: str) -> list[str]:
     rows, lines = report.layers, []
     if len(rows) > 1:
-        losses = [(row.name, row.information_loss.value) for row in rows if row.information_loss]
-        name, val = max(losses, key=lambda t: t[1])
         last = rows[-1]
+        lines.append(_loss_sentence(rows, units))
+        probes = [r for r in rows if r.probe is not None]
+        if len(probes) > 1:
+            path = " -> ".join(f"{r.probe.value:.3f}" for r in probes if r.probe)
+            setters = sorted({r.bound_from for r in rows if r.bound_from})
+            lines.append(
+                f"Probe profile (each layer's own head on held-out data; an estimate of the "
+                f"label information a head of the family extracts at this sample size): {path} "
+                f"from '{probes[0].label}' to '{probes[-1].label}'. The certified profile U* "
+                f"is set by the head of {', '.join(repr(s) for s in setters)}"
+                + (
+                    " for every layer (a later layer's head bounds every earlier layer)."
+                    if len(setters) == 1
+                    else "."
+                )
+            )
         lines.append(
-            f"The largest estimated information loss, {val:.4f} {units}, happens at layer "
-            f"'{name}'. H(Y|{last.name}) on held-out data is estimated at "
-            f"{last.H_heldout.value:.4f} (an estimate: {last.H_heldout.method}, "
-            "no guarantee)."
+            f"H(Y|{last.label}) on held-out data is estimated at {last.H_heldout.value:.4f} "
+            f"(an estimate: {last.H_heldout.method}, no guarantee)."
         )
         if last.H_upper:
             lines.append(
-                f"Certified: H(Y|{last.name}) <= {last.H_upper.profile:.4f} with probability "
+                f"Certified: H(Y|{last.label}) <= {last.H_upper.profile:.4f} with probability "
                 f">= {1 - last.H_upper.delta_total:.2f} (held-out heads, any distribution). No "
                 "certificate can bound it from below, so no held-out risk floor is claimed."
             )
@@ -720,8 +822,38 @@ def _layer_sentences(report: Report, units: str) -> list[str]:
     return lines
 
 
+def _loss_sentence(rows: tuple[LayerRow, ...], units: str) -> str:
+    """Name the largest resolvable information loss, or say that none is resolvable."""
+    losses = [r for r in rows if r.information_loss is not None]
+    resolved = [r for r in losses if r.information_loss and r.information_loss.resolved]
+    if resolved:
+        top = max(resolved, key=lambda r: r.information_loss.value if r.information_loss else 0)
+        info = top.information_loss
+        assert info is not None
+        return (
+            f"The largest resolvable information loss, {info.value:.4f} {units} (resolution "
+            f"±{info.resolution:.4f}), happens at layer '{top.label}' (an estimate)."
+        )
+    widths = [
+        r.information_loss.resolution
+        for r in losses
+        if r.information_loss and r.information_loss.resolution is not None
+    ]
+    if widths:
+        return (
+            "No information loss is resolvable at this sample size (every layer's loss is "
+            f"below its resolution, at most ±{max(widths):.4f} {units})."
+        )
+    top = max(losses, key=lambda r: r.information_loss.value if r.information_loss else 0)
+    assert top.information_loss is not None
+    return (
+        f"The largest estimated information loss, {top.information_loss.value:.4f} {units}, "
+        f"happens at layer '{top.label}' (an estimate)."
+    )
+
+
 def example_report_dict() -> dict[str, Any]:
-    """Return a small, complete report dictionary (schema 1.2), for examples and tests."""
+    """Return a small, complete report dictionary (the current schema), for examples and tests."""
     est = {"value": 0.5, "ci": [0.4, 0.6], "stderr": 0.05, "method": "auto", "assumption": "x"}
     return {
         "schema_version": SCHEMA_VERSION,
