@@ -99,8 +99,9 @@ def run(args: argparse.Namespace) -> dict:
         cert = pac_bayes_certificate(
             net, (x, y), rows=bound_idx.numpy(), prior=prior, prior_kind="data_dependent",
             check=(xt, yt), optimize_mean=True, prior_sigma=args.prior_sigma or None,
-            sigma_init=args.prior_sigma or None, epochs=args.epochs, lr=args.lr, lr_mean=args.lr_mean,
-            p_min=args.p_min, random_state=args.seed, progress=args.progress,
+            sigma_init=args.prior_sigma or None, epochs=args.epochs, lr=args.lr,
+            lr_mean=args.lr_mean, p_min=args.p_min, random_state=args.seed,
+            progress=args.progress,
         )
         prior_rows = n_prior
     d = cert.to_dict()

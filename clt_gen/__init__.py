@@ -68,6 +68,7 @@ _LAZY = {
     "frozen_feature_bound": "bounds",
     "pac_bayes_certificate": "gibbs",
     "PacBayesCertificate": "gibbs",
+    "PacBayesConfig": "gibbs",
     "kl_inverse": "pac_bayes",
     "kl_bernoulli": "pac_bayes",
     "pac_bayes_kl_bound": "pac_bayes",

@@ -127,6 +127,24 @@ def _add_evaluate(sub: Any) -> None:
         action="store_true",
         help="add gradient energy, structure-matrix spectra and the loss sandwich",
     )
+    _add_pac_bayes_options(p)
+    p.add_argument("--cache-dir", default=None, help="feature cache (default: OUT/.cache)")
+    _add_model_file_options(p)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument(
+        "--random-state", "--seed", dest="random_state", type=int, default=0, help="seed"
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="processes for the per-layer fits (default: all available cores; same numbers)",
+    )
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run_evaluate)
+
+
+def _add_pac_bayes_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--output-kind",
         choices=["logits", "probs"],
@@ -150,20 +168,6 @@ def _add_evaluate(sub: Any) -> None:
         action="store_true",
         help="let the posterior means move (certifies a different network; the report says so)",
     )
-    p.add_argument("--cache-dir", default=None, help="feature cache (default: OUT/.cache)")
-    _add_model_file_options(p)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument(
-        "--random-state", "--seed", dest="random_state", type=int, default=0, help="seed"
-    )
-    p.add_argument(
-        "--jobs",
-        type=int,
-        default=None,
-        help="processes for the per-layer fits (default: all available cores; same numbers)",
-    )
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_run_evaluate)
 
 
 def _add_model_file_options(p: argparse.ArgumentParser) -> None:

@@ -965,20 +965,9 @@ def _pipeline(
     clock.lap("risks")
     rows = _with_module_types(_entropy_rows(subject, passes, layers, cfg), subject.model)
     clock.lap("entropies")
-    range_bounds, loss_max = _range_bounds(subject, passes, risks, rows, terms)
-    frozen, curves = _frozen_bounds(passes, layers, cfg)
-    bounds = [floor, *range_bounds, *_validation_bounds(risks, terms, cfg), *frozen]
-    clock.lap("bounds")
-    pac_bayes = None
-    if cfg.pac_bayes:
-        pb_bounds, pac_bayes = _pac_bayes_bounds(subject, inputs, passes, cfg, output, device)
-        bounds.extend(pb_bounds)
-        clock.lap("pac_bayes")
-    counts = np.bincount(passes.train.labels, minlength=passes.train.scores.shape[1])
-    trivial = trivial_risks(
-        counts, omega=subject.omega, alpha=subject.alpha, p_min=cfg.pac_bayes_p_min
+    bounds, extras = _all_bounds(
+        subject, inputs, passes, (risks, floor, terms, rows), cfg, output, device, clock
     )
-    bounds = mark_vacuous(bounds, trivial)
     train_stats = _trainability(subject, passes, device) if cfg.trainability else None
     if cfg.trainability:
         clock.lap("trainability")
@@ -994,7 +983,7 @@ def _pipeline(
         "n_certify": passes.certify.n_rows,
         "n_check": passes.check.n_rows,
         "n_classes": int(passes.train.scores.shape[1]),
-        "trivial_risks": trivial,
+        "trivial_risks": extras["trivial"],
         "n_train_features": len(passes.train.kept),
         "split": {**inputs.provenance.get("split", {}), **passes.split},
     }
@@ -1009,7 +998,7 @@ def _pipeline(
         layers=tuple(rows),
         bounds=tuple(bounds),
         omega=subject.omega,
-        loss_max=loss_max,
+        loss_max=extras["loss_max"],
         model=subject.provenance,
         data=data,
         config=config,
@@ -1019,13 +1008,47 @@ def _pipeline(
             "reduce": cfg.reduce,
             "max_features": cfg.max_features,
         },
-        frozen_feature_curves=curves,
+        frozen_feature_curves=extras["curves"],
         trainability=train_stats,
-        pac_bayes=pac_bayes,
+        pac_bayes=extras["pac_bayes"],
         timings=clock.total(),
         version=__version__,
     )
     return report.with_summary()
+
+
+def _all_bounds(
+    subject: Subject,
+    inputs: Inputs,
+    passes: Passes,
+    measured: tuple[Risks, Bound, dict[str, Any], list[Any]],
+    cfg: EvaluateConfig,
+    output: Output,
+    device: torch.device,
+    clock: _Clock,
+) -> tuple[list[Bound], dict[str, Any]]:
+    """Every bound of the report, each checked and marked vacuous or not."""
+    risks, floor, terms, rows = measured
+    range_bounds, loss_max = _range_bounds(subject, passes, risks, rows, terms)
+    frozen, curves = _frozen_bounds(passes, _layer_names(rows), cfg)
+    bounds = [floor, *range_bounds, *_validation_bounds(risks, terms, cfg), *frozen]
+    clock.lap("bounds")
+    pac_bayes = None
+    if cfg.pac_bayes:
+        pb_bounds, pac_bayes = _pac_bayes_bounds(subject, inputs, passes, cfg, output, device)
+        bounds.extend(pb_bounds)
+        clock.lap("pac_bayes")
+    counts = np.bincount(passes.train.labels, minlength=passes.train.scores.shape[1])
+    trivial = trivial_risks(
+        counts, omega=subject.omega, alpha=subject.alpha, p_min=cfg.pac_bayes_p_min
+    )
+    extras = {"loss_max": loss_max, "curves": curves, "pac_bayes": pac_bayes, "trivial": trivial}
+    return mark_vacuous(bounds, trivial), extras
+
+
+def _layer_names(rows: list[Any]) -> list[str]:
+    """Return the layer names of the report's rows, in order."""
+    return [r.name for r in rows]
 
 
 @dataclass(frozen=True)
@@ -1164,17 +1187,9 @@ def evaluate(
     See the module docstring and ``docs/your-model.md``.
     """
     if isinstance(model, EvaluateConfig) or train is None or test is None:
+        common = {"omega": omega, "delta": delta, "random_state": random_state}
         return _evaluate_without_data(
-            model,
-            train,
-            test,
-            layers=layers,
-            output=output,
-            omega=omega,
-            delta=delta,
-            random_state=random_state,
-            device=device,
-            **options,
+            model, train, test, layers=layers, output=output, device=device, **common, **options
         )
     cfg = EvaluateConfig(
         checkpoint=str(model) if isinstance(model, (str, os.PathLike)) else None,

@@ -71,6 +71,7 @@ from clt_gen.streaming import Output, select_scores
 
 __all__ = [
     "PacBayesCertificate",
+    "PacBayesConfig",
     "GaussianPosterior",
     "pac_bayes_certificate",
     "bounded_cross_entropy",
@@ -753,6 +754,66 @@ def _load_state(path: pathlib.Path, state: _State, opt: torch.optim.Optimizer) -
     return True
 
 
+def _make_optimizer(state: _State, opts: dict[str, Any]) -> tuple[Any, list[torch.Tensor]]:
+    """Adam on ``ln σ_Q`` and ``ln σ_P`` (and ``μ_Q`` at its own step); the tensors it moves."""
+    params: list[torch.Tensor] = list(state.post.log_sigma.values())
+    groups: list[dict[str, Any]] = [
+        {"params": list(state.post.log_sigma.values()), "lr": opts["lr"]},
+        {"params": [state.log_prior_sigma], "lr": opts["lr"]},
+    ]
+    if opts["optimize_mean"]:
+        params += list(state.post.mean.values())
+        groups.append({"params": list(state.post.mean.values()), "lr": opts["lr_mean"]})
+    for t in [*params, state.log_prior_sigma]:
+        t.requires_grad_(True)
+    return torch.optim.Adam(groups), params
+
+
+def _run_epoch(
+    sampler: _Sampler,
+    state: _State,
+    opt: Any,
+    batches: Iterator[torch.Tensor],
+    data: tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]],
+    *,
+    opts: dict[str, Any],
+    grid: np.ndarray,
+    log_term_const: float,
+    gen: torch.Generator,
+) -> dict[str, float]:
+    """One pass of Adam steps over the batches; returns the epoch's record."""
+    x, y, prior_mean = data
+    n, dev = len(y), state.log_prior_sigma.device
+    objective = objective_function(opts["objective"])
+    frozen_prior = state.prior_index is not None
+    tot_obj, tot_risk, n_b = 0.0, 0.0, 0
+    kl = torch.zeros(())
+    for idx in batches:
+        xb, yb = x[idx].to(dev, non_blocking=True), y[idx].to(dev, non_blocking=True)
+        scores = select_scores(sampler(xb, gen, opts["mode"]), opts["output"])
+        risk = bounded_cross_entropy(scores, yb, opts["p_min"]).mean()
+        kl = state.post.kl(prior_mean, state.log_prior_sigma.exp())
+        loss = objective(risk.double(), kl, n, log_term_const)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if frozen_prior:
+            state.log_prior_sigma.grad = None
+        opt.step()
+        with torch.no_grad():
+            state.log_prior_sigma.clamp_(math.log(grid[0]), math.log(grid[-1]))
+            for ls in state.post.log_sigma.values():
+                ls.clamp_(max=math.log(10.0))
+        tot_obj += float(loss.detach())
+        tot_risk += float(risk.detach())
+        n_b += 1
+    return {
+        "objective": tot_obj / max(n_b, 1),
+        "risk_ce": tot_risk / max(n_b, 1),
+        "kl": float(kl.detach()),
+        "prior_sigma": float(state.log_prior_sigma.detach().exp()),
+    }
+
+
 def _optimize(
     sampler: _Sampler,
     state: _State,
@@ -766,83 +827,50 @@ def _optimize(
     device: torch.device,
     cache: pathlib.Path | None,
 ) -> None:
-    """Minimize the PAC-Bayes objective over ``σ_Q`` (and ``μ_Q``) with Adam, epoch by epoch."""
-    n = len(y)
-    epochs, lr = opts["epochs"], opts["lr"]
-    objective = objective_function(opts["objective"])
-    learn_prior = state.prior_index is None and len(grid) > 1
-    params: list[torch.Tensor] = list(state.post.log_sigma.values())
-    if opts["optimize_mean"]:
-        params += list(state.post.mean.values())
-    for t in params:
-        t.requires_grad_(True)
-    state.log_prior_sigma.requires_grad_(True)
-    groups: list[dict[str, Any]] = [
-        {"params": list(state.post.log_sigma.values()), "lr": lr},
-        {"params": [state.log_prior_sigma], "lr": lr},
-    ]
-    if opts["optimize_mean"]:
-        groups.append({"params": list(state.post.mean.values()), "lr": opts["lr_mean"]})
-    opt = torch.optim.Adam(groups)
+    """Minimize the PAC-Bayes objective over ``σ_Q`` (and ``μ_Q``) with Adam, epoch by epoch.
+
+    ``σ_P`` is learned for the first half of the epochs, then fixed at the nearest grid
+    point. Each epoch is saved to ``cache``; a rerun resumes from the last one with the
+    same generators, so the result does not depend on where it was interrupted.
+    """
+    n, epochs, seed = len(y), opts["epochs"], opts["random_state"]
+    opt, params = _make_optimizer(state, opts)
     if cache is not None and (cache / "state.json").exists():
         _load_state(cache, state, opt)
-    switch = epochs // 2 if learn_prior else 0
+    switch = epochs // 2 if state.prior_index is None and len(grid) > 1 else 0
     if len(grid) == 1:
         state.prior_index = 0
         with torch.no_grad():
             state.log_prior_sigma.fill_(math.log(grid[0]))
-    gen = torch.Generator(device=device).manual_seed(opts["random_state"])
-    order_gen = torch.Generator().manual_seed(opts["random_state"] + 1)
-    if state.epoch:
-        # replay the generators to the epoch the cache holds
-        for _ in range(state.epoch):
-            torch.randperm(n, generator=order_gen)
-        gen.manual_seed(opts["random_state"] + 7919 * state.epoch)
-    bar = tqdm(
-        range(state.epoch, epochs), desc="PAC-Bayes posterior", disable=not opts["progress"]
-    )
+    gen = torch.Generator(device=device)
+    order_gen = torch.Generator().manual_seed(seed + 1)
+    for _ in range(state.epoch):  # replay the batch order to the epoch the cache holds
+        torch.randperm(n, generator=order_gen)
+    bar = tqdm(range(state.epoch, epochs), desc="PAC-Bayes posterior", disable=not opts["progress"])
     for epoch in bar:
-        if epoch > 0:
-            gen.manual_seed(opts["random_state"] + 7919 * epoch)
+        gen.manual_seed(seed + 7919 * epoch)
         if epoch >= switch and state.prior_index is None:
             _snap(state, grid)
-        frozen_prior = state.prior_index is not None
-        tot_obj, tot_risk, n_b = 0.0, 0.0, 0
-        for idx in _batches(n, opts["batch_size"], order_gen):
-            xb, yb = x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
-            scores = select_scores(sampler(xb, gen, opts["mode"]), opts["output"])
-            risk = bounded_cross_entropy(scores, yb, opts["p_min"]).mean()
-            kl = state.post.kl(prior_mean, state.log_prior_sigma.exp())
-            loss = objective(risk.double(), kl, n, log_term_const)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if frozen_prior:
-                state.log_prior_sigma.grad = None
-            opt.step()
-            with torch.no_grad():
-                state.log_prior_sigma.clamp_(math.log(grid[0]), math.log(grid[-1]))
-                for ls in state.post.log_sigma.values():
-                    ls.clamp_(max=math.log(10.0))
-            tot_obj += float(loss.detach())
-            tot_risk += float(risk.detach())
-            n_b += 1
+        rec = _run_epoch(
+            sampler,
+            state,
+            opt,
+            _batches(n, opts["batch_size"], order_gen),
+            (x, y, prior_mean),
+            opts=opts,
+            grid=grid,
+            log_term_const=log_term_const,
+            gen=gen,
+        )
         state.epoch = epoch + 1
-        rec = {
-            "epoch": epoch + 1,
-            "objective": tot_obj / n_b,
-            "risk_ce": tot_risk / n_b,
-            "kl": float(kl.detach()),
-            "prior_sigma": float(state.log_prior_sigma.detach().exp()),
-        }
-        state.history.append(rec)
+        state.history.append({"epoch": epoch + 1, **rec})
         bar.set_postfix(obj=f"{rec['objective']:.4f}", kl=f"{rec['kl']:.0f}")
         if cache is not None:
             _save_state(cache, state, opt)
     if state.prior_index is None:
         _snap(state, grid)
-    for t in params:
+    for t in [*params, state.log_prior_sigma]:
         t.requires_grad_(False)
-    state.log_prior_sigma.requires_grad_(False)
 
 
 @torch.no_grad()
@@ -927,6 +955,201 @@ def _guard_rows(n: int, n_classes: int, delta_pb: float, n_priors: int) -> None:
         )
 
 
+@dataclass(frozen=True)
+class PacBayesConfig:
+    """Options of :func:`pac_bayes_certificate` (each checked when the config is built).
+
+    Attributes
+    ----------
+    delta : float
+        Failure probability of each certificate (the 0-1 error one, the cross-entropy one).
+    delta_mc : float or None
+        The Monte-Carlo step's share of ``delta`` (default ``delta / 5``).
+    prior_sigma : float, sequence of float, or None
+        ``σ_P``, or a grid fixed in advance (default: 4,096 values geometric in
+        ``[1e-4, 1]``); choosing from it costs ``δ/J`` each.
+    objective : {"f_quad", "f_classic"}
+    p_min : float
+        Probability floor of the bounded cross-entropy.
+    optimize_mean : bool
+        Let ``μ_Q`` move (then the certified network is a different one, and says so).
+    sigma_init : float or None
+        Starting ``σ_Q`` for every parameter (default: the best ``σ_Q = σ_P = s`` of 25
+        scales spanning the grid, scored on 2,048 sampled rows).
+    epochs, batch_size, lr, lr_mean : int, int, float, float
+        Adam on ``ln σ_Q`` and ``ln σ_P`` (step ``lr``) and on ``μ_Q`` (``lr_mean``);
+        ``epochs=0`` keeps the start.
+    mc_passes : int or None
+        Passes of fresh draws over the rows (default: enough for 100,000 terms, at most 50).
+    sampling : {"auto", "example", "batch"}
+        One weight draw per example (where every sampled layer supports it) or per batch.
+    device : str or None
+    cache_dir : path or None
+        Each optimization epoch is saved there; a killed run resumes from the last one.
+    random_state : int
+    progress : bool
+    """
+
+    delta: float = 0.05
+    delta_mc: float | None = None
+    prior_sigma: float | Sequence[float] | None = None
+    objective: str = "f_quad"
+    p_min: float = 1e-4
+    optimize_mean: bool = False
+    sigma_init: float | None = None
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 0.01
+    lr_mean: float = 1e-4
+    mc_passes: int | None = None
+    sampling: str = "auto"
+    device: str | None = "auto"
+    cache_dir: str | os.PathLike[str] | None = None
+    random_state: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        """Check every option; raise :class:`ValidationError` naming the bad one."""
+        mc = _check_options(self.delta, self.delta_mc, self.p_min, self.objective, self.sampling)
+        object.__setattr__(self, "delta_mc", mc)
+        _check_loop_options(self.epochs, self.batch_size, self.lr, self.lr_mean, self.mc_passes)
+        _as_grid(self.prior_sigma)
+
+
+@dataclass
+class _Setup:
+    """A certificate's inputs once checked: data, private model copy, prior, posterior."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    sampler: _Sampler
+    state: _State
+    prior_mean: dict[str, torch.Tensor]
+    prior_kind: str
+    grid: np.ndarray
+    device: torch.device
+    names: list[str]
+    fixed: list[str]
+    log_term: float
+
+
+def _prepare(
+    model: nn.Module,
+    train: Any,
+    cfg: PacBayesConfig,
+    *,
+    prior: Any,
+    init_state: Any,
+    rows: Any,
+    output: Output,
+    posterior_std: Mapping[str, torch.Tensor] | None,
+) -> _Setup:
+    """Check everything, copy the model, load the rows, and start the posterior."""
+    trainable = _check_model(model)
+    kind, prior_mean = _check_prior(prior, trainable, init_state)
+    grid = _as_grid(cfg.prior_sigma)
+    dev = resolve_device(cfg.device)
+    x, y = _materialize(train, "train", rows)
+    net = copy.deepcopy(model).to(dev).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    n_classes = _check_labels(net, x, y, dev, output)
+    assert cfg.delta_mc is not None
+    delta_pb = cfg.delta - cfg.delta_mc
+    _guard_rows(len(y), n_classes, delta_pb, len(grid))
+    _resolve_sampling(net, cfg.sampling)
+    names = [k for k, _ in trainable]
+    fixed = {k: p.detach() for k, p in net.named_parameters() if k not in set(names)}
+    state = _init_state(
+        [(k, net.get_parameter(k)) for k in names],
+        prior_mean,
+        fixed,
+        dev,
+        cfg.sigma_init,
+        posterior_std,
+        grid,
+    )
+    return _Setup(
+        x,
+        y,
+        _Sampler(net, state.post),
+        state,
+        {k: v.to(dev) for k, v in prior_mean.items()},
+        kind,
+        grid,
+        dev,
+        names,
+        list(fixed),
+        math.log(2 * math.sqrt(len(y)) * len(grid) / delta_pb),
+    )
+
+
+def _options(cfg: PacBayesConfig, mode: str, output: Output) -> dict[str, Any]:
+    return {
+        "epochs": cfg.epochs,
+        "lr": cfg.lr,
+        "lr_mean": cfg.lr_mean,
+        "objective": cfg.objective,
+        "optimize_mean": cfg.optimize_mean,
+        "batch_size": cfg.batch_size,
+        "random_state": cfg.random_state,
+        "mode": mode,
+        "output": output,
+        "p_min": cfg.p_min,
+        "progress": cfg.progress,
+    }
+
+
+def _cache_path(
+    su: _Setup, model: nn.Module, cfg: PacBayesConfig, opts: dict[str, Any], posterior_std: Any
+) -> pathlib.Path | None:
+    if cfg.cache_dir is None:
+        return None
+    key = {
+        "model": _digest_tensors(model.state_dict()),
+        "prior": _digest_tensors(su.prior_mean),
+        "data": _digest_tensors({"x": su.x, "y": su.y}),
+        "grid": [float(su.grid[0]), float(su.grid[-1]), len(su.grid)],
+        **{k: v for k, v in opts.items() if k not in ("progress", "output")},
+        "delta": cfg.delta,
+        "delta_mc": cfg.delta_mc,
+        "sigma_init": cfg.sigma_init,
+        "posterior_std": None if posterior_std is None else _digest_tensors(posterior_std),
+    }
+    return pathlib.Path(cfg.cache_dir) / f"pac_bayes-{_cache_key(key)}"
+
+
+def _fit_posterior(
+    su: _Setup, opts: dict[str, Any], cache: pathlib.Path | None, start_given: bool
+) -> float:
+    """Scan the start (unless given or resumed), then optimize; return the prior's σ_P."""
+    resuming = cache is not None and (cache / "state.json").exists()
+    common: dict[str, Any] = {
+        "opts": opts, "grid": su.grid, "log_term_const": su.log_term, "device": su.device
+    }
+    if not start_given and not resuming:
+        _initial_scale(su.sampler, su.state, su.prior_mean, su.x, su.y, **common)
+    _optimize(su.sampler, su.state, su.prior_mean, su.x, su.y, cache=cache, **common)
+    assert su.state.prior_index is not None
+    return float(su.grid[su.state.prior_index])
+
+
+def _gibbs_check(
+    su: _Setup, model: nn.Module, check: Any, sample: dict[str, Any], seed: int
+) -> dict[str, float]:
+    """Return the Gibbs network's check error (fresh draws) and the model's own error."""
+    if check is None:
+        return {}
+    xc, yc = _materialize(check, "check", None)
+    risks, _ = _sample_risks(su.sampler, xc, yc, passes=1, seed=seed, desc="Gibbs check", **sample)
+    return {
+        "gibbs_error": risks["error"],
+        "gibbs_ce": risks["ce"],
+        "deterministic_error": _deterministic_error(model, xc, yc, sample["output"]),
+        "n_rows": float(len(yc)),
+    }
+
+
 def pac_bayes_certificate(
     model: nn.Module,
     train: Any,
@@ -935,84 +1158,35 @@ def pac_bayes_certificate(
     init_state: Mapping[str, Any] | None = None,
     check: Any = None,
     rows: Sequence[int] | np.ndarray | None = None,
-    delta: float = 0.05,
-    delta_mc: float | None = None,
-    prior_sigma: float | Sequence[float] | None = None,
-    objective: str = "f_quad",
-    p_min: float = 1e-4,
-    optimize_mean: bool = False,
     posterior_std: Mapping[str, torch.Tensor] | None = None,
-    sigma_init: float | None = None,
-    epochs: int = 10,
-    batch_size: int = 256,
-    lr: float = 0.01,
-    lr_mean: float = 1e-4,
-    mc_passes: int | None = None,
-    sampling: str = "auto",
     output: Output = None,
     prior_kind: str | None = None,
-    device: str | None = "auto",
-    cache_dir: str | os.PathLike[str] | None = None,
-    random_state: int = 0,
-    progress: bool = True,
+    config: PacBayesConfig | None = None,
+    **options: Any,
 ) -> PacBayesCertificate:
     """Certify the Gibbs network around ``model`` from its training data (THEORY §6.5).
 
     Parameters
     ----------
     model : nn.Module
-        Any module returning class scores ``(batch, K)`` (see ``output``). It is left
-        exactly as it was: a private copy is sampled.
+        Any module returning class scores ``(batch, K)``; left exactly as it was
+        (parameters, buffers, train/eval mode): a private copy is sampled.
     train : Dataset, DataLoader or (inputs, labels)
-        The training sample ``S`` (the bound's rows; ``rows`` selects a subset, e.g. the
-        rows a data-dependent prior never saw). Held in memory for the passes.
+        The training sample ``S``, held in memory for the passes.
     prior : {"init", "zero"} or state_dict
-        ``μ_P``: the recorded initialization ``w_0`` (needs ``init_state`` unless the model
-        comes from a clt_gen checkpoint), zero, or given weights (which must not depend on
-        ``S``: e.g. a network trained on other rows).
+        ``μ_P``: ``w_0`` (``init_state``), zero, or weights that do not depend on ``S``.
     init_state : state_dict, optional
-        ``w_0`` for ``prior="init"``.
+        ``w_0`` for ``prior="init"`` (``clt-gen train`` saves it as ``init.safetensors``).
     check : Dataset, DataLoader or (inputs, labels), optional
-        Held-out data: the Gibbs network's error there (fresh draws) and the deterministic
-        network's error are recorded beside the certificate.
+        Held-out data: the Gibbs network's error there (fresh draws) and the model's own.
     rows : sequence of int, optional
-        The rows of ``train`` the bound uses (default: all).
-    delta : float
-        Failure probability of each certificate (the 0-1 error one, the cross-entropy one).
-    delta_mc : float, optional
-        The Monte-Carlo step's share of ``delta`` (default ``delta / 5``).
-    prior_sigma : float or sequence of float, optional
-        ``σ_P``, or a grid fixed in advance (default: 4,096 values geometric in
-        ``[1e-4, 1]``); the choice is paid for by ``δ/J`` each.
-    objective : {"f_quad", "f_classic"}
-    p_min : float
-        Probability floor of the bounded cross-entropy.
-    optimize_mean : bool
-        Let ``μ_Q`` move (then the certified network is a different one, and says so).
-    posterior_std : dict, optional
-        Starting ``σ_Q`` per parameter (e.g. from a PAC-Bayes training run).
-    sigma_init : float, optional
-        Starting ``σ_Q`` for every parameter (default: the best ``σ_Q = σ_P = s`` of 25
-        scales spanning the grid, scored on 2,048 sampled rows).
-    epochs, batch_size, lr : int, int, float
-        Adam on ``ln σ_Q`` and ``ln σ_P``; ``epochs=0`` keeps the start.
-    lr_mean : float
-        Adam's step on ``μ_Q`` when ``optimize_mean``.
-    mc_passes : int, optional
-        Passes of fresh draws over ``S`` for the empirical Gibbs risk (default: enough for
-        100,000 terms, at most 50 passes).
-    sampling : {"auto", "example", "batch"}
-        One draw per example (where every sampled layer supports it) or per mini-batch.
-    output : None, str, int or callable
-        Selects the scores when the model returns a tuple, dict or dataclass.
-    prior_kind : str, optional
-        Overrides the recorded prior kind (``data_dependent`` for a prior trained on
-        other rows).
-    device : str, optional
-    cache_dir : path, optional
-        Each optimization epoch is saved there; a killed run resumes from the last one.
-    random_state : int
-    progress : bool
+        The rows of ``train`` the bound uses (e.g. those a data-dependent prior never saw).
+    posterior_std, output, prior_kind : optional
+        Starting ``σ_Q`` per parameter; the scores' selector for tuple/dict outputs; the
+        recorded prior kind (``data_dependent`` for a prior trained on other rows).
+    config : PacBayesConfig, optional
+    **options
+        Any :class:`PacBayesConfig` field (``delta``, ``prior_sigma``, ``epochs``...).
 
     Returns
     -------
@@ -1021,159 +1195,125 @@ def pac_bayes_certificate(
     Raises
     ------
     ValidationError
-        ``delta``/``delta_mc``/``p_min`` out of range, a prior that does not match the
-        model, a model without trainable parameters or with non-finite weights, too few
-        rows for the bound to say anything.
+        Options out of range, a prior that does not match the model, a model without
+        trainable parameters or with non-finite weights, too few rows to say anything.
+
+    Examples
+    --------
+    >>> import copy, torch
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x = torch.randn(2000, 5, generator=g); y = (x[:, 0] > 0).long()
+    >>> net = torch.nn.Linear(5, 2); w0 = copy.deepcopy(net.state_dict())
+    >>> opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    >>> for _ in range(100):
+    ...     opt.zero_grad(); torch.nn.functional.cross_entropy(net(x), y).backward(); opt.step()
+    >>> cert = pac_bayes_certificate(net, (x, y), prior="init", init_state=w0, epochs=2,
+    ...                              progress=False)
+    >>> cert.values["error"] < 0.25, cert.sampling
+    (True, 'example')
     """
     t_start = time.perf_counter()
-    delta_mc = _check_options(delta, delta_mc, p_min, objective, sampling)
-    _check_loop_options(epochs, batch_size, lr, lr_mean, mc_passes)
-    trainable = _check_model(model)
-    kind, prior_mean = _check_prior(prior, trainable, init_state)
-    grid = _as_grid(prior_sigma)
-    dev = resolve_device(device)
-    x, y = _materialize(train, "train", rows)
-    n = len(y)
-    net = copy.deepcopy(model).to(dev).eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    n_classes = _check_labels(net, x, y, dev, output)
-    delta_pb = delta - delta_mc
-    _guard_rows(n, n_classes, delta_pb, len(grid))
-    mode = _resolve_sampling(net, sampling)
-    names = [k for k, _ in trainable]
-    fixed = {k: p.detach() for k, p in net.named_parameters() if k not in set(names)}
-    state = _init_state(
-        [(k, net.get_parameter(k)) for k in names],
-        prior_mean,
-        fixed,
-        dev,
-        sigma_init,
-        posterior_std,
-        grid,
-    )
-    prior_dev = {k: v.to(dev) for k, v in prior_mean.items()}
-    sampler = _Sampler(net, state.post)
-    log_term_const = math.log(2 * math.sqrt(n) * len(grid) / delta_pb)
-    opts = {
-        "epochs": epochs,
-        "lr": lr,
-        "lr_mean": lr_mean,
-        "objective": objective,
-        "optimize_mean": optimize_mean,
-        "batch_size": batch_size,
-        "random_state": random_state,
-        "mode": mode,
-        "output": output,
-        "p_min": p_min,
-        "progress": progress,
-    }
-    cache = None
-    if cache_dir is not None:
-        key = {
-            "model": _digest_tensors(model.state_dict()),
-            "prior": _digest_tensors(prior_mean),
-            "data": _digest_tensors({"x": x, "y": y}),
-            "grid": [float(grid[0]), float(grid[-1]), len(grid)],
-            **{k: v for k, v in opts.items() if k not in ("progress", "output")},
-            "delta": delta,
-            "delta_mc": delta_mc,
-            "sigma_init": sigma_init,
-            "posterior_std": None if posterior_std is None else _digest_tensors(posterior_std),
-        }
-        cache = pathlib.Path(cache_dir) / f"pac_bayes-{_cache_key(key)}"
+    cfg = _config(config, options)
+    su = _prepare(model, train, cfg, prior=prior, init_state=init_state, rows=rows,
+                  output=output, posterior_std=posterior_std)
+    mode = _resolve_sampling(su.sampler.model, cfg.sampling)
+    opts = _options(cfg, mode, output)
+    start_given = cfg.sigma_init is not None or posterior_std is not None
+    cache = _cache_path(su, model, cfg, opts, posterior_std)
     t0 = time.perf_counter()
-    resuming = cache is not None and (cache / "state.json").exists()
-    if sigma_init is None and posterior_std is None and not resuming:
-        _initial_scale(
-            sampler,
-            state,
-            prior_dev,
-            x,
-            y,
-            opts=opts,
-            grid=grid,
-            log_term_const=log_term_const,
-            device=dev,
-        )
-    _optimize(
-        sampler,
-        state,
-        prior_dev,
-        x,
-        y,
-        opts=opts,
-        grid=grid,
-        log_term_const=log_term_const,
-        device=dev,
-        cache=cache,
-    )
+    sigma_p = _fit_posterior(su, opts, cache, start_given)
     t_opt = time.perf_counter() - t0
-    assert state.prior_index is not None
-    sigma_p = float(grid[state.prior_index])
-    kl = float(state.post.kl(prior_dev, torch.tensor(sigma_p, dtype=torch.float64, device=dev)))
-    passes = mc_passes or int(min(50, max(1, math.ceil(100_000 / n))))
-    mc_batch = 256 if mode == "example" else batch_size
-    sample = dict(
-        batch_size=mc_batch, mode=mode, device=dev, output=output, p_min=p_min, progress=progress
-    )
+    risks, terms, t_mc = _sample_train(su, cfg, mode, output)
+    return _result(su, model, cfg, (risks, terms, sigma_p), mode, check, output,
+                   prior_kind=prior_kind, rows=rows,
+                   timings={"optimize": t_opt, "sample": t_mc, "t_start": t_start})
+
+
+def _config(config: PacBayesConfig | None, options: dict[str, Any]) -> PacBayesConfig:
+    """Return ``config`` with ``options`` applied (each checked)."""
+    if config is None:
+        return PacBayesConfig(**options)
+    merged = {**config.__dict__, **options}
+    if "delta" in options and "delta_mc" not in options:
+        merged["delta_mc"] = None  # the default share of the new delta
+    return PacBayesConfig(**merged)
+
+
+def _sample_train(
+    su: _Setup, cfg: PacBayesConfig, mode: str, output: Output
+) -> tuple[dict[str, float], dict[str, Any], float]:
+    """Sample the empirical Gibbs risks on the bound's rows; return them and the terms."""
+    n = len(su.y)
+    passes = cfg.mc_passes or int(min(50, max(1, math.ceil(100_000 / n))))
+    mc_batch = 256 if mode == "example" else cfg.batch_size
+    sample: dict[str, Any] = {"batch_size": mc_batch, "mode": mode, "device": su.device,
+                              "output": output, "p_min": cfg.p_min, "progress": cfg.progress}
     t0 = time.perf_counter()
-    risks, n_terms = _sample_risks(
-        sampler, x, y, passes=passes, seed=random_state + 104729, desc="PAC-Bayes sampling",
-        **sample,  # type: ignore[arg-type]
-    )
-    t_mc = time.perf_counter() - t0
+    risks, n_terms = _sample_risks(su.sampler, su.x, su.y, passes=passes,
+                                   seed=cfg.random_state + 104729, desc="PAC-Bayes sampling",
+                                   **sample)
     # terms: one per row and pass ("example"), or a batch's loss sum over the largest
     # batch ("batch"); ratio turns the terms' mean into the empirical Gibbs risk
     ratio = (1 if mode == "example" else mc_batch) * n_terms / (passes * n)
+    terms = {"n_terms": n_terms, "ratio": ratio, "passes": passes, "sample": sample}
+    return risks, terms, time.perf_counter() - t0
+
+
+def _result(
+    su: _Setup,
+    model: nn.Module,
+    cfg: PacBayesConfig,
+    sampled: tuple[dict[str, float], dict[str, Any], float],
+    mode: str,
+    check: Any,
+    output: Output,
+    *,
+    prior_kind: str | None,
+    rows: Any,
+    timings: dict[str, float],
+) -> PacBayesCertificate:
+    """Certify both losses and assemble the result."""
+    risks, terms, sigma_p = sampled
+    n, post = len(su.y), su.state.post
+    sig = torch.tensor(sigma_p, dtype=torch.float64, device=su.device)
+    kl = float(post.kl(su.prior_mean, sig))
+    assert cfg.delta_mc is not None
     values, uppers, shares = _certify(
-        risks, ratio, n_terms=n_terms, kl=kl, n=n, delta_mc=delta_mc, delta_pb=delta_pb,
-        n_priors=len(grid),
+        risks, terms["ratio"], n_terms=terms["n_terms"], kl=kl, n=n, delta_mc=cfg.delta_mc,
+        delta_pb=cfg.delta - cfg.delta_mc, n_priors=len(su.grid),
     )
-    check_stats: dict[str, float] = {}
-    if check is not None:
-        xc, yc = _materialize(check, "check", None)
-        c_risks, _ = _sample_risks(
-            sampler, xc, yc, passes=1, seed=random_state + 7_368_787, desc="Gibbs check",
-            **sample,  # type: ignore[arg-type]
-        )
-        check_stats = {
-            "gibbs_error": c_risks["error"],
-            "gibbs_ce": c_risks["ce"],
-            "deterministic_error": _deterministic_error(model, xc, yc, output),
-            "n_rows": float(len(yc)),
-        }
-    post = state.post
+    check_stats = _gibbs_check(su, model, check, terms["sample"], cfg.random_state + 7_368_787)
     return PacBayesCertificate(
         values=values,
         kl=kl,
         n_samples=n,
-        delta=delta,
+        delta=cfg.delta,
         delta_shares=shares,
-        n_mc_terms=n_terms,
+        n_mc_terms=terms["n_terms"],
         gibbs_risk={k: float(v) for k, v in risks.items()},
         gibbs_risk_upper=uppers,
         prior={
-            "kind": prior_kind or kind,
+            "kind": prior_kind or su.prior_kind,
             "sigma": sigma_p,
-            "grid_low": float(grid[0]),
-            "grid_high": float(grid[-1]),
-            "grid_size": len(grid),
-            "index": state.prior_index,
+            "grid_low": float(su.grid[0]),
+            "grid_high": float(su.grid[-1]),
+            "grid_size": len(su.grid),
+            "index": su.state.prior_index,
         },
         posterior_mean={k: v.detach().cpu().clone() for k, v in post.mean.items()},
         posterior_std={k: post.sigma(k).detach().cpu().clone() for k in post.mean},
-        sampled_parameters=tuple(names),
-        fixed_parameters=tuple(fixed),
+        sampled_parameters=tuple(su.names),
+        fixed_parameters=tuple(su.fixed),
         not_sampled_buffers=tuple(k for k, _ in model.named_buffers()),
-        optimize_mean=optimize_mean,
-        objective=objective,
-        p_min=p_min,
+        optimize_mean=cfg.optimize_mean,
+        objective=cfg.objective,
+        p_min=cfg.p_min,
         sampling=mode,
         check=check_stats,
-        history=tuple(state.history),
-        wall_time=time.perf_counter() - t_start,
-        timings={"optimize": t_opt, "sample": t_mc, "mc_passes": float(passes)},
+        history=tuple(su.state.history),
+        wall_time=time.perf_counter() - timings["t_start"],
+        timings={"optimize": timings["optimize"], "sample": timings["sample"],
+                 "mc_passes": float(terms["passes"])},
         rows={"n_rows": n, "subset": rows is not None},
     )
 

@@ -83,7 +83,18 @@ def kl_bernoulli(q: Any, p: Any) -> np.ndarray:
     """Bernoulli relative entropy ``kl(q ‖ p) = q ln(q/p) + (1−q) ln((1−q)/(1−p))``.
 
     Vectorized over broadcastable ``q`` and ``p`` in ``[0, 1]``; ``0 ln 0 = 0`` and
-    ``kl = inf`` where ``p`` is 0 or 1 and ``q`` differs from it.
+    ``kl = inf`` where ``p`` is 0 or 1 and ``q`` differs from it. Computed as two
+    non-negative terms (no cancellation), to about 1e-15 relative error.
+
+    Parameters
+    ----------
+    q, p : float or array
+        Bernoulli means in ``[0, 1]``.
+
+    Returns
+    -------
+    ndarray
+        ``kl(q ‖ p) >= 0`` in nats, of the broadcast shape.
 
     Examples
     --------
@@ -151,7 +162,7 @@ def kl_inverse(q: Any, c: Any) -> Any:
     >>> float(kl_inverse(0.3, 1e6))
     1.0
     >>> kl_inverse([0.0, 0.1], 0.01).round(4)
-    array([0.0099, 0.1486])
+    array([0.01  , 0.1477])
     """
     qa = _check_unit("q", q)
     ca = np.asarray(c, dtype=np.float64)
@@ -238,6 +249,11 @@ def pac_bayes_kl_bound(
     n_samples : int
     delta : float
 
+    Returns
+    -------
+    PacBayesBound
+        The certified risk ``value``, the ``budget`` and the inputs.
+
     Examples
     --------
     >>> b = pac_bayes_kl_bound(0.0, kl=0.0, n_samples=10_000, delta=0.05)
@@ -265,6 +281,19 @@ def monte_carlo_upper(mean: float, n_terms: int, delta: float) -> float:
     ``kl⁻¹(R̄, ln(1/δ)/N)``: Chernoff's bound in kl form, valid for independent (not
     necessarily identically distributed) terms, with probability ``≥ 1 − δ``.
 
+    Parameters
+    ----------
+    mean : float
+        ``R̄``, the mean of the ``N`` terms.
+    n_terms : int
+        ``N``.
+    delta : float
+
+    Returns
+    -------
+    float
+        The upper confidence bound on the terms' expected mean.
+
     Examples
     --------
     >>> 0.1 < monte_carlo_upper(0.1, 10_000, 0.01) < 0.11
@@ -282,6 +311,18 @@ def gaussian_kl(mu_q: Any, sigma_q: Any, mu_p: Any, sigma_p: Any) -> Any:
     ``½ Σ_k [ (σ_Qk² + (μ_Qk − μ_Pk)²)/σ_Pk² − 1 + ln(σ_Pk²/σ_Qk²) ]``. Works on NumPy
     arrays (float64 result) and on torch tensors (a differentiable tensor); ``sigma_p``
     may be a scalar (an isotropic prior).
+
+    Parameters
+    ----------
+    mu_q, sigma_q : array or Tensor
+        The posterior's means and standard deviations (``> 0``).
+    mu_p, sigma_p : array, Tensor or float
+        The prior's.
+
+    Returns
+    -------
+    float or Tensor
+        The KL in nats (a float for arrays, a scalar tensor for tensors).
 
     Examples
     --------
@@ -315,6 +356,18 @@ def prior_grid(low: float = 1e-4, high: float = 1.0, size: int = 4096) -> np.nda
     bound (``δ/size`` each). A fine grid is cheap: the cost grows like ``ln(size)`` while
     the KL lost by rounding the best scale to the grid falls like ``size⁻²``.
 
+    Parameters
+    ----------
+    low, high : float
+        The smallest and largest standard deviation, ``0 < low < high``.
+    size : int
+        ``J``, the number of values.
+
+    Returns
+    -------
+    ndarray
+        ``J`` values, increasing.
+
     Examples
     --------
     >>> g = prior_grid(0.01, 1.0, 3)
@@ -344,6 +397,20 @@ def certificate_value(
     ``δ = δ_pb + δ_mc``: the Monte-Carlo step spends ``δ_mc``, the PAC-Bayes step the
     rest, shared by the ``J = n_priors`` priors of a grid (``δ_pb/J`` each). With
     probability ``≥ 1 − δ`` the Gibbs risk is at most the returned ``value``.
+
+    Parameters
+    ----------
+    mc_mean : float
+        ``R̄``: the mean of ``n_mc_terms`` independent sampled losses in ``[0, 1]``.
+    n_mc_terms : int
+    kl : float
+        ``KL(Q ‖ P)`` in nats.
+    n_samples : int
+        Rows of the bound's sample.
+    delta, delta_mc : float
+        The total failure probability and the Monte-Carlo step's share.
+    n_priors : int
+        ``J``.
 
     Returns
     -------

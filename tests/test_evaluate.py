@@ -122,7 +122,7 @@ def test_report_schema_and_checked_bounds(mixture_ckpt, tmp_path):
         EvaluateConfig(checkpoint=str(mixture_ckpt), out=str(out), n_bootstrap=50, progress=False)
     )
     on_disk = json.loads((out / "report.json").read_text())
-    assert on_disk["schema_version"] == "1.3"
+    assert on_disk["schema_version"] == "1.4"
     for key in (
         "version",
         "config",

@@ -63,7 +63,7 @@ def test_evaluate_adds_checked_pac_bayes_certificates(digits_ckpt, tmp_path):
     assert again.pac_bayes == json.loads(json.dumps(rep.pac_bayes))
     html = (out / "report.html").read_text()
     assert "PAC-Bayes certificate from the training data" in html
-    assert json.loads((out / "report.json").read_text())["schema_version"] == "1.3"
+    assert json.loads((out / "report.json").read_text())["schema_version"] == "1.4"
 
 
 def test_old_reports_without_pac_bayes_still_load():
