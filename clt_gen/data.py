@@ -28,13 +28,13 @@ import pathlib
 import pickle
 import struct
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
 import torch
 
-from clt_gen.errors import DataError, ValidationError, unknown_name_error
+from clt_gen.errors import DataError, ValidationError, check_field_types, unknown_name_error
 
 __all__ = [
     "Dataset",
@@ -383,6 +383,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         """Check every field; raise :class:`ValidationError` naming the bad one."""
+        check_field_types(self)
         for name in ("random_labels", "label_noise", "duplicate_fraction"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
@@ -401,7 +402,12 @@ class DataConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DataConfig:
         """Inverse of :meth:`to_dict`; the key ``seed`` of older files is ``random_state``."""
-        return cls(**renamed_keys(d))
+        d = renamed_keys(d)
+        known = {f.name for f in fields(cls)}
+        for key in d:
+            if key not in known:
+                raise unknown_name_error("data key", key, sorted(known))
+        return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the configuration as plain JSON types."""

@@ -64,7 +64,7 @@ from clt_gen.bounds import (
 from clt_gen.checkpoints import INIT_FILE, load_checkpoint, load_tensors
 from clt_gen.data import DataConfig, Splits, load_dataset, make_splits
 from clt_gen.duality import get_regularizer, objective
-from clt_gen.errors import DataError, ValidationError, unknown_name_error
+from clt_gen.errors import DataError, ValidationError, check_field_types, unknown_name_error
 from clt_gen.features import INPUT_LAYER, default_layers
 from clt_gen.profiles import layer_entropies
 from clt_gen.report import SCHEMA_VERSION, Floor, Report, Risks, load_report
@@ -201,6 +201,7 @@ class EvaluateConfig:
         """Check every field before any work, with close matches for unknown names."""
         from estimators import HEADS, METHODS
 
+        check_field_types(self)
         check_jobs(self.n_jobs)
         if not 0.0 < self.delta < 1.0:
             raise ValidationError(f"delta must be in (0, 1) (got {self.delta}); 0.05 is usual")

@@ -51,7 +51,14 @@ def unpack_batch(batch: Any, *, where: str) -> tuple[torch.Tensor, torch.Tensor]
             "wrap unlabeled data as TensorDataset(x, y)"
         )
     x, y = torch.as_tensor(x), torch.as_tensor(y)
+    if y.ndim == 2 and y.shape[1] == 1 and not y.dtype.is_floating_point:
+        y = y[:, 0]  # a column of class indices
     if y.ndim != 1 or y.dtype.is_floating_point or y.dtype == torch.bool:
+        if y.ndim == 2 and y.shape[1] == 1:
+            raise DataError(
+                f"{where}: labels must be integer class indices (got a column of dtype "
+                f"{y.dtype}); pass labels.reshape(-1).long() if they hold whole numbers"
+            )
         raise DataError(
             f"{where}: labels must be a 1-d integer tensor of class indices (got dtype "
             f"{y.dtype}, shape {tuple(y.shape)}); one-hot labels: pass labels.argmax(1)"
@@ -106,6 +113,12 @@ class Source:
 
 
 def _as_tensor(a: Any, what: str, name: str) -> torch.Tensor:
+    if not isinstance(a, torch.Tensor) and np.asarray(a).dtype.kind in "USO":
+        raise DataError(
+            f"{name}: {what} hold strings or objects (dtype {np.asarray(a).dtype}); encode "
+            "labels as class indices, e.g. sklearn.preprocessing.LabelEncoder().fit_transform"
+            "(labels), and inputs as numbers"
+        )
     try:
         t = torch.as_tensor(np.asarray(a) if not isinstance(a, torch.Tensor) else a)
     except (TypeError, ValueError) as exc:

@@ -286,12 +286,30 @@ def _committed_sizes(state: dict[str, Any]) -> dict[str, int]:
     return sizes
 
 
+def _checksums(root: pathlib.Path, state: dict[str, Any]) -> dict[str, str]:
+    """sha256 of every array file of a pass (and of the probe rows, when saved)."""
+    from clt_gen._io import file_sha256
+
+    names = [*_committed_sizes(state), *(["probe.pt"] if (root / "probe.pt").exists() else [])]
+    return {name: file_sha256(root / name) for name in names if (root / name).exists()}
+
+
 def _intact(root: pathlib.Path, state: dict[str, Any]) -> bool:
-    """Whether every array file of a finished pass holds exactly the rows it recorded."""
-    return all(
+    """Whether every file of a finished pass holds exactly the bytes it recorded.
+
+    Sizes first (cheap), then the sha256 recorded when the pass finished: a file
+    overwritten in place at the same size (zeros from a disk fault, an edit) is caught.
+    """
+    sizes_ok = all(
         (root / name).exists() and (root / name).stat().st_size == size
         for name, size in _committed_sizes(state).items()
     )
+    if not sizes_ok:
+        return False
+    recorded = state.get("checksums")
+    if not recorded:
+        return True  # passes finished before checksums were recorded: sizes only
+    return recorded == _checksums(root, state)
 
 
 def _digests(x: torch.Tensor) -> np.ndarray:
@@ -342,8 +360,9 @@ def _resume_state(root: pathlib.Path | None) -> dict[str, Any]:
         state = json.loads((root / "progress.json").read_text())
     if state.get("complete") and not _intact(root, state):
         warnings.warn(
-            f"feature cache {root}: a file is missing or does not hold the rows its "
-            "progress record lists (edited, or a disk problem); recomputing this pass",
+            f"feature cache {root}: a file is missing, or its size or checksum differs from "
+            "what the finished pass recorded (edited, or a disk problem); recomputing this "
+            "pass",
             stacklevel=3,
         )
         state = {"rows": 0, "kept": 0, "complete": False}
@@ -507,6 +526,10 @@ def _complete(sink: _Sink, state: dict[str, Any], probe: Any) -> None:
     state["complete"] = True
     sink.commit(state)
     sink.close()
+    if sink.root is not None:
+        # checksums of the finished files: a rerun verifies them before reusing the pass
+        state["checksums"] = _checksums(sink.root, state)
+        atomic_write_text(sink.root / "progress.json", json.dumps(state))
 
 
 @dataclass
@@ -561,6 +584,13 @@ def _forward(
     try:
         return run(x)
     except (RuntimeError, ValueError, TypeError) as exc:
+        param = next(iter(model.parameters()), None)
+        if param is not None and not x.is_floating_point() and param.is_floating_point():
+            raise DataError(
+                f"the model rejected inputs of dtype {x.dtype} (its weights are {param.dtype}): "
+                f"convert them first, e.g. images as x.float() / 255 (shape "
+                f"{tuple(x.shape[1:])} per example). ({exc})"
+            ) from exc
         raise DataError(
             f"the model rejected a batch of inputs of shape {tuple(x.shape)} (one example: "
             f"{tuple(x.shape[1:])}); it expects {_expected_input(model)}. Resize or "
@@ -577,6 +607,12 @@ def forward_checked(model: nn.Module, x: torch.Tensor) -> tuple[Any, dict[str, t
 
 
 def _check_labels(y: torch.Tensor, k: int, name: str) -> None:
+    if k == 1:
+        raise DataError(
+            "the model has a single output, but clt_gen reads class scores, one per class: "
+            "for a binary model with one logit s, evaluate a wrapper returning "
+            "torch.cat([-s / 2, s / 2], dim=1) (the same probabilities, as two logits)"
+        )
     if len(y) and (int(y.min()) < 0 or int(y.max()) >= k):
         raise DataError(
             f"{name} labels must be class indices in 0..{k - 1} for a model with {k} outputs "
@@ -627,6 +663,19 @@ def _batch_scores(out: Any, y: torch.Tensor, spec: _Spec, name: str) -> torch.Te
     return scores
 
 
+def _check_finite_inputs(x: torch.Tensor, lo: int, split: str) -> None:
+    """Name a NaN or inf input before it reaches a model or a fit."""
+    if not x.is_floating_point():
+        return
+    bad = ~torch.isfinite(x.reshape(len(x), -1)).all(dim=1)
+    if bool(bad.any()):
+        rows = (torch.nonzero(bad).flatten() + lo).tolist()
+        raise DataError(
+            f"{split} inputs hold NaN or inf values in {len(rows)} rows of this batch (first: "
+            f"row {rows[0]}); drop or impute those rows before evaluating"
+        )
+
+
 def _run_batches(
     model: nn.Module, source: Source, sink: _Sink, state: dict[str, Any], spec: _Spec
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -648,6 +697,7 @@ def _run_batches(
                 probe.append((x[: spec.probe_rows - lo].cpu(), y[: spec.probe_rows - lo].cpu()))
             if rows <= start:
                 continue  # done before an interruption
+            _check_finite_inputs(x, lo, source.name)
             xd = x.to(spec.device, non_blocking=True)
             out, acts = _forward(run, xd, first=lo == start, model=model)
             scores = _batch_scores(out, y, spec, source.name)

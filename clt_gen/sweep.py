@@ -54,7 +54,15 @@ from clt_gen.errors import ValidationError, unknown_name_error
 from clt_gen.evaluation import EvaluateConfig, evaluate
 from clt_gen.training import TrainConfig, train
 
-__all__ = ["load_manifest", "expand_grid", "job_id", "run_job", "run_sweep", "collect"]
+__all__ = [
+    "load_manifest",
+    "expand_grid",
+    "validate_jobs",
+    "job_id",
+    "run_job",
+    "run_sweep",
+    "collect",
+]
 
 
 MEASURE_SAMPLES = 2000  # default training rows read by the data-dependent measures
@@ -150,6 +158,66 @@ def job_id(job: dict[str, Any]) -> str:
     """Stable hash of a job's configuration."""
     spec = {"train": job["train"], "evaluate": job["evaluate"], "sweep": job.get("sweep", {})}
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def validate_jobs(jobs: list[dict[str, Any]]) -> None:
+    """Build every job's training and evaluation configuration, or name what is wrong.
+
+    Unknown keys in ``[train]`` (grid keys included), ``train.data`` and ``[evaluate]``
+    get the closest valid name; wrong types and invalid values get the field's own rule.
+    Nothing is trained or written.
+
+    Parameters
+    ----------
+    jobs : list of dict
+        From :func:`expand_grid`.
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    ValidationError
+        Naming the table, the key, the value, the rule, and the grid point.
+
+    Examples
+    --------
+    >>> validate_jobs(expand_grid({"train": {"arch": "mlp", "epochs": "two"}}))
+    Traceback (most recent call last):
+    ...
+    estimators.errors.ValidationError: [train] epochs must be an int (got 'two') (grid point {})
+    """
+    import dataclasses
+
+    train_keys = sorted(f.name for f in dataclasses.fields(TrainConfig))
+    eval_keys = sorted(
+        f.name for f in dataclasses.fields(EvaluateConfig) if f.name not in ("checkpoint", "out")
+    )
+    for job in jobs:
+        where = f" (grid point {job.get('grid_point', {})})"
+        spec = renamed_keys(job["train"])
+        for key in spec:
+            if key not in train_keys:
+                raise ValidationError(
+                    str(unknown_name_error("[train] key", key, train_keys)) + where
+                )
+        for key in job.get("evaluate", {}):
+            if key not in eval_keys:
+                raise ValidationError(
+                    str(unknown_name_error("[evaluate] key", key, eval_keys)) + where
+                )
+        try:
+            _train_config(job["train"])
+        except ValidationError as exc:
+            raise ValidationError(f"[train] {exc}{where}") from None
+        ev: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in job.get("evaluate", {}).items()
+        }
+        try:
+            EvaluateConfig(checkpoint="<job>", **ev)
+        except ValidationError as exc:
+            raise ValidationError(f"[evaluate] {exc}{where}") from None
 
 
 def _train_config(spec: dict[str, Any]) -> TrainConfig:
@@ -259,6 +327,7 @@ def run_sweep(
     """
     out = manifest["sweep"]["out"]
     jobs = expand_grid(manifest)
+    validate_jobs(jobs)  # every job's configuration, before the first one trains
     pathlib.Path(out).mkdir(parents=True, exist_ok=True)
     atomic_write_text(pathlib.Path(out) / "manifest.json", json.dumps(manifest, default=str))
     if workers < 1:

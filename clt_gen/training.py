@@ -40,7 +40,7 @@ from clt_gen.callbacks import Callback, TrainState
 from clt_gen.checkpoints import INIT_FILE, save_checkpoint, save_tensors
 from clt_gen.data import DataConfig, Splits, augment_batch, load_dataset, make_splits
 from clt_gen.duality import get_regularizer, objective, smoothed_targets
-from clt_gen.errors import ValidationError
+from clt_gen.errors import ValidationError, check_field_types
 from clt_gen.models import build_model
 
 __all__ = [
@@ -139,6 +139,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Check every field; raise :class:`ValidationError` naming the bad one."""
+        check_field_types(self)
         if self.epochs < 1:
             raise ValidationError(f"epochs must be an int >= 1 (got {self.epochs})")
         if self.batch_size < 1:

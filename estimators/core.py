@@ -144,6 +144,13 @@ def _statistic(
         raise ValidationError(
             f"n_samples must be >= 4 to cross-fit and bootstrap (got {arr.shape[0]})"
         )
+    fitted = method in ("auto", "probe")
+    if fitted and arr.shape[0] < max(20, 4 * k):
+        raise ValidationError(
+            f"method={method!r} fits heads on half of the rows and scores them on the other "
+            f"half: n_samples must be >= max(20, 4 * n_classes) = {max(20, 4 * k)} (got "
+            f"{arr.shape[0]}); use more rows, or method='plugin' on discrete codes"
+        )
     if discrete and method != "plugin":
         arr = arr.astype(np.float64)[:, None]
     try:

@@ -64,7 +64,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from estimators.entropies import scoring_rule
-from estimators.errors import unknown_name_error
+from estimators.errors import ValidationError, unknown_name_error
 
 __all__ = [
     "HEADS",
@@ -1026,7 +1026,13 @@ def select_head(
         scores[name + "".join(f" {k}={v}" for k, v in hp.items())] = val
         if best is None or val < best[0]:
             best = (val, name, hp, temp)
-    assert best is not None
+    if best is None:
+        raise ValidationError(
+            f"heads={tuple(heads)!r} has no candidate for these features ({z.shape[1]} "
+            f"columns, {n_classes} classes, {len(tr)} fitting rows): 'scores' needs features "
+            f"that are class scores (one column per class), 'knn' at least 20 rows, 'table' "
+            "discrete codes; add a general head such as 'logistic'"
+        )
     _, name, hp, temp = best
 
     n_ref = len(y) if refit else len(tr)

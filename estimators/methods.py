@@ -376,6 +376,13 @@ def probe(
     terms = np.empty(len(y))
     for f in (0, 1):
         fit, ev = fold != f, fold == f
+        seen = np.unique(y[fit])
+        if len(seen) < 2:
+            raise ValidationError(
+                f"method='probe': a fitting fold holds only class {int(seen[0])} "
+                f"({int(fit.sum())} rows), and a logistic probe needs two classes to fit; use "
+                "more rows of the rare classes, or method='auto' (which handles it)"
+            )
         scaler = StandardScaler().fit(z[fit])
         clf = LogisticRegression(C=C, max_iter=max_iter)
         clf.fit(scaler.transform(z[fit]), y[fit])

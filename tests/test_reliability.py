@@ -153,3 +153,111 @@ def test_nonfinite_model_output_is_named():
     _, _, train_data, test_data = _softmax_task()
     with pytest.raises(ValidationError, match="holds NaN or inf on"):
         evaluate(Overflow(), train_data, test_data, **FAST)
+
+
+@pytest.mark.parametrize(
+    "manifest,match",
+    [
+        ({"train": {"arch": "mlp"}, "evaluate": {"n_bootsrap": 5}},
+         r"\[evaluate\] key must be one of .*did you mean 'n_bootstrap'"),
+        ({"train": {"arch": "mlp", "data": {"subsett": 10}}}, r"data key .*did you mean 'subset'"),
+        ({"train": {"arch": "mlp", "epochs": "two"}}, r"\[train\] epochs must be an int"),
+        ({"train": {"arch": "mlp"}, "evaluate": {"n_bootstrap": -1}},
+         r"\[evaluate\] n_bootstrap must be an int >= 0"),
+        ({"train": {"arch": "mlp"}, "grid": {"lr": [0.1, -1.0]}},
+         r"\[train\] lr must be a float > 0 .*grid point \{'lr': -1.0\}"),
+        ({"train": {"arch": "mlp"}, "grid": {"wieght_decay": [0.0]}},
+         r"\[train\] key .*did you mean 'weight_decay'"),
+    ],
+)
+def test_sweep_manifest_is_validated_whole_before_any_job_trains(tmp_path, monkeypatch,
+                                                                 manifest, match):
+    import clt_gen.sweep as sweep
+
+    trained = []
+    monkeypatch.setattr(sweep, "train", lambda *a, **k: trained.append(a))
+    manifest = {"sweep": {"out": str(tmp_path / "s")}, **manifest}
+    with pytest.raises(ValidationError, match=match):
+        sweep.run_sweep(manifest, progress=False)
+    assert not trained
+    assert not (tmp_path / "s").exists()
+
+
+def test_feature_cache_overwritten_at_the_same_size_is_detected_and_recomputed(tmp_path):
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from clt_gen.sources import as_source
+    from clt_gen.streaming import stream_pass
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(300, 5, generator=g), torch.randint(0, 3, (300,), generator=g)
+    net = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
+    kw = {"layers": ["0", "2"], "cache_dir": str(tmp_path), "cache_parts": {"m": "a"},
+          "progress": False}
+    src = as_source((x, y), name="train")
+    first = stream_pass(net, src, **kw)
+    bins = sorted(tmp_path.rglob("*.bin"))
+    assert bins
+    for b in bins:  # a disk fault: the same sizes, all zeros
+        b.write_bytes(b"\0" * b.stat().st_size)
+    with pytest.warns(UserWarning, match="checksum"):
+        again = stream_pass(net, src, **kw)
+    assert not again.from_cache
+    np.testing.assert_array_equal(again.scores, first.scores)
+    np.testing.assert_array_equal(again.features["2"], first.features["2"])
+    assert stream_pass(net, src, **kw).from_cache  # the recomputed pass is reused
+
+
+def test_nonfinite_held_out_pixel_is_named_before_any_fit(monkeypatch):
+    import clt_gen.evaluation as ev
+
+    _, _, train_data, (xt, yt) = _softmax_task()
+    xt = xt.clone()
+    xt[17, 2] = float("nan")
+    fits = []
+    monkeypatch.setattr(ev, "_entropy_rows", lambda *a, **k: fits.append(1))
+    logits_net = _softmax_task()[0]
+    with pytest.raises(ValidationError, match=r"test inputs hold NaN or inf .*row 17"):
+        evaluate(logits_net, train_data, (xt, yt), **FAST)
+    assert not fits
+
+
+def test_label_shapes_dtypes_and_single_logit_models_get_working_advice():
+    import numpy as np
+    import torch
+    from torch import nn
+
+    logits_net, _, (x, y), test = _softmax_task()
+    col = evaluate(logits_net, (x, y.reshape(-1, 1)), test, layers=["2"], **FAST)
+    flat = evaluate(logits_net, (x, y), test, layers=["2"], **FAST)
+    assert col.risks.train == flat.risks.train  # a column of indices is read as indices
+    with pytest.raises(ValidationError, match=r"reshape\(-1\)\.long\(\)"):
+        evaluate(logits_net, (x, y.reshape(-1, 1).float()), test, **FAST)
+    names = np.array(["cat", "dog", "owl"])[y.numpy()]
+    with pytest.raises(ValidationError, match="LabelEncoder"):
+        evaluate(logits_net, (x, names), test, **FAST)
+    with pytest.raises(ValidationError, match="single output"):
+        evaluate(nn.Linear(6, 1), (x, (y > 0).long()), (test[0], (test[1] > 0).long()), **FAST)
+    conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 3))
+    imgs = torch.randint(0, 255, (400, 1, 8, 8), dtype=torch.uint8)
+    with pytest.raises(ValidationError, match=r"dtype torch.uint8 .*x.float\(\) / 255"):
+        evaluate(conv, (imgs[:300], y[:300]), (imgs[300:], y[300:400]), **FAST)
+
+
+def test_estimator_misuse_gets_named_errors():
+    import numpy as np
+
+    from estimators import conditional_entropy
+
+    rng = np.random.default_rng(0)
+    z, y = rng.normal(size=(300, 5)), rng.integers(0, 3, 300)
+    with pytest.raises(ValidationError, match="heads=\\('scores',\\) has no candidate"):
+        conditional_entropy(z, y, heads=("scores",))
+    with pytest.raises(ValidationError, match=r"n_samples must be >= max\(20"):
+        conditional_entropy(z[:4], y[:4], method="probe", n_classes=3)
+    one = np.zeros(40, int)
+    one[0] = 1
+    with pytest.raises(ValidationError, match="a fitting fold holds only class 0"):
+        conditional_entropy(z[:40], one, method="probe")
