@@ -45,7 +45,22 @@ def check_features(z: Any, name: str = "z") -> tuple[np.ndarray, bool]:
             f"{name} must be finite (got {bad} NaN or inf entries); drop or impute those "
             "samples before estimating"
         )
-    return (arr[:, None] if arr.ndim == 1 else arr), False
+    return power_of_two_rescale(arr[:, None] if arr.ndim == 1 else arr), False
+
+
+def power_of_two_rescale(arr: np.ndarray) -> np.ndarray:
+    """Bring features of an extreme scale near 1 by a power of two (exact, no rounding).
+
+    Every estimator is invariant to one global scale of the features in principle; in
+    floating point, squared distances of ``1e154``-sized features overflow and those of
+    ``1e-200``-sized ones underflow. Scaling by ``2**k`` changes no mantissa, so the
+    estimate equals the one at scale 1 exactly. Features within ``[2**-60, 2**60]`` are
+    returned as they are.
+    """
+    top = float(np.max(np.abs(arr))) if arr.size else 0.0
+    if top == 0.0 or 2.0**-60 <= top <= 2.0**60:
+        return arr
+    return np.ldexp(arr, -int(np.round(np.log2(top))))
 
 
 def check_labels(y: Any, n_samples: int, n_classes: int | None = None) -> tuple[np.ndarray, int]:

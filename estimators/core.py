@@ -214,7 +214,7 @@ def _finish(
     params = dict(stat.params)
     if not (-1e-12 <= value <= hmax + 1e-12):
         flags.append("out_of_range")
-        if clip and method == "auto":  # the estimand lies in [0, H_max]: project onto it
+        if clip:  # the estimand lies in [0, H_max]: project onto it, keep the raw value
             params["unclipped_value"] = value
             value = min(max(value, 0.0), hmax)
     if omega == "tsallis":

@@ -261,3 +261,36 @@ def test_estimator_misuse_gets_named_errors():
     one[0] = 1
     with pytest.raises(ValidationError, match="a fitting fold holds only class 0"):
         conditional_entropy(z[:40], one, method="probe")
+
+
+@pytest.mark.parametrize("method", ["auto", "ksg", "gaussian", "knn"])
+def test_estimates_do_not_depend_on_an_extreme_feature_scale(method):
+    import numpy as np
+
+    from estimators import conditional_entropy
+    from estimators.certified import estimate_and_bound
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 1000)
+    z = y[:, None] + rng.normal(size=(1000, 4))
+    ref = conditional_entropy(z, y, method=method, n_bootstrap=0, random_state=0).value
+    for scale in (1e154, 1e-200):
+        got = conditional_entropy(z * scale, y, method=method, n_bootstrap=0, random_state=0)
+        assert got.value == pytest.approx(ref, rel=1e-9)  # z * scale itself rounds
+        assert 0.0 <= got.value <= np.log(3) + 1e-12
+    _, ub, _ = estimate_and_bound(z * 1e154, y, n_classes=3, random_state=0, n_bootstrap=0)
+    _, ub1, _ = estimate_and_bound(z, y, n_classes=3, random_state=0, n_bootstrap=0)
+    assert ub.value == pytest.approx(ub1.value, rel=1e-9)
+
+
+def test_no_estimate_is_reported_above_the_uniform_entropy():
+    import numpy as np
+
+    from estimators import conditional_entropy
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 60)
+    z = rng.normal(size=(60, 40))  # independent labels, many features: ksg's MI goes < 0
+    est = conditional_entropy(z, y, method="ksg", n_bootstrap=0, random_state=0)
+    assert est.params["unclipped_value"] > np.log(3)  # the raw estimate is above H(uniform)
+    assert est.value == pytest.approx(np.log(3)) and "out_of_range" in est.flags
