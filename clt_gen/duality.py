@@ -304,7 +304,11 @@ class Regularizer(ABC):
         """
         if not self.simplex:
             return nu
-        return nu - nu.detach().max(dim=-1, keepdim=True).values
+        centred = nu - nu.detach().max(dim=-1, keepdim=True).values
+        # finite scores ~2e308 apart overflow to -inf here; those coordinates get zero
+        # probability either way, and a large finite value keeps 0 * (-inf) = NaN out
+        big = torch.finfo(centred.dtype).max / 4
+        return torch.where(torch.isneginf(centred) & torch.isfinite(nu), -big, centred)
 
     def _loss_value(self, mu: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
         nu = self._centred(nu)

@@ -275,6 +275,22 @@ class EvaluateConfig:
         return dataclasses.asdict(self)
 
 
+def _save(report: Report, out: str) -> None:
+    """Write the report; if even report.json cannot be written, print it before failing."""
+    import sys
+
+    try:
+        report.save(out)
+    except OSError as exc:
+        print(report.table(), file=sys.stderr)
+        print("\n".join(report.summary_lines), file=sys.stderr)
+        raise ValidationError(
+            f"report.json could not be written to {out} ({exc.strerror or exc}); the table "
+            "and summary above are the report's numbers. Free space or pick another --out, "
+            "then rerun: the cached features make it fast"
+        ) from None
+
+
 def check_outputs(cfg: EvaluateConfig) -> None:
     """Refuse ``out`` and ``cache_dir`` that cannot be written, before any pass."""
     if cfg.out is not None:
@@ -1248,7 +1264,7 @@ def _evaluate_user(
     clock.lap("load")
     report = _pipeline(subject, inputs, cfg, output=output, device=dev, clock=clock)
     if cfg.out is not None:
-        report.save(cfg.out)
+        _save(report, cfg.out)
     return report
 
 
@@ -1289,5 +1305,5 @@ def _evaluate_config(cfg: EvaluateConfig, *, output: Output = None) -> Report:
     clock.lap("load")
     report = _pipeline(subject, inputs, cfg, output=output, device=dev, clock=clock)
     if cfg.out is not None:
-        report.save(cfg.out)
+        _save(report, cfg.out)
     return report

@@ -596,7 +596,17 @@ class Report:
         out = pathlib.Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "report.json", self.to_json())
-        atomic_write_text(out / "report.html", render_html(self.to_dict()))
+        try:  # the page is a view of report.json: failing to write it loses nothing
+            atomic_write_text(out / "report.html", render_html(self.to_dict()))
+        except OSError as exc:
+            import warnings
+
+            warnings.warn(
+                f"report.html could not be written to {out} ({exc.strerror or exc}); "
+                "report.json is complete and `clt_gen.load_report` reads it",
+                UserWarning,
+                stacklevel=2,
+            )
         return out
 
     @classmethod

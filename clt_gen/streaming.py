@@ -485,9 +485,36 @@ def stream_pass(
         sink = _Sink(root)
         if state["complete"]:
             return _finish(sink, {**state, "from_cache": True}, spec.layers, None)
-        probe = _run_batches(model, source, sink, state, spec)
-        _complete(sink, state, probe)
+        try:
+            probe = _run_batches(model, source, sink, state, spec)
+            _complete(sink, state, probe)
+        except OSError as exc:
+            sink.close()
+            raise _disk_error(exc, root, sink, source) from None
         return _finish(sink, state, spec.layers, probe)
+
+
+def _disk_error(
+    exc: OSError, root: pathlib.Path | None, sink: _Sink, source: Source
+) -> Exception:
+    """Remove a half-written cache entry; name the path and the space the pass needs."""
+    import errno
+    import shutil
+
+    if root is None or exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return exc
+    row_bytes = sum(
+        np.dtype(d).itemsize * int(np.prod(r, dtype=np.int64)) for d, r in sink.meta.values()
+    )
+    need = row_bytes * (source.n_rows or 0)
+    shutil.rmtree(root, ignore_errors=True)
+    size = f"about {need / 2**20:.1f} MiB" if need else "more space"
+    return DataError(
+        f"no space left for the feature cache at {root.parent} ({exc.strerror}): this pass "
+        f"needs {size} ({source.n_rows} rows x {row_bytes} bytes). The half-written entry "
+        "was removed, so a rerun starts clean: free space, or point --cache-dir "
+        "(cache_dir=) at a disk with room"
+    )
 
 
 @contextlib.contextmanager

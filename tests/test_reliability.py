@@ -294,3 +294,67 @@ def test_no_estimate_is_reported_above_the_uniform_entropy():
     est = conditional_entropy(z, y, method="ksg", n_bootstrap=0, random_state=0)
     assert est.params["unclipped_value"] > np.log(3)  # the raw estimate is above H(uniform)
     assert est.value == pytest.approx(np.log(3)) and "out_of_range" in est.flags
+
+
+@pytest.mark.parametrize("omega", ["sparsemax", "tsallis"])
+def test_extreme_finite_logits_give_the_exact_loss(omega):
+    import torch
+
+    from clt_gen.duality import get_regularizer, objective
+
+    reg = get_regularizer(omega)
+    y = torch.tensor([0, 0])
+    huge = torch.tensor([[1e308, 1e308, -1e308], [1e308, -1e308, -1e308]], dtype=torch.float64)
+    tame = torch.tensor([[50.0, 50.0, -50.0], [50.0, -50.0, -50.0]], dtype=torch.float64)
+    got, ref = objective(reg, huge, y, 0.0), objective(reg, tame, y, 0.0)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, ref)  # the same supports: the same losses
+    if omega == "sparsemax":
+        assert float(got[0]) == pytest.approx(0.25)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 2 MB tmpfs (needs root, as CI and this machine have; skipped elsewhere)."""
+    import subprocess
+
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)],
+                          capture_output=True)
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_full_disk_names_the_path_and_space_and_leaves_no_debris(tiny_disk, tmp_path):
+    import torch
+    from torch import nn
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(4000, 64, generator=g), torch.randint(0, 3, (4000,), generator=g)
+    net = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 3))
+    kw = dict(layers=["0", "2"], max_features=256, n_bootstrap=10, heads=("logistic",),
+              cells=(2,), progress=False)
+    with pytest.raises(ValidationError, match=r"no space left .*needs about [0-9.]+ MiB"):
+        evaluate(net, (x[:3000], y[:3000]), (x[3000:], y[3000:]), cache_dir=str(tiny_disk), **kw)
+    assert not list(tiny_disk.glob("pass-*/*.bin"))  # the half-written entry is gone
+    rep = evaluate(net, (x[:3000], y[:3000]), (x[3000:], y[3000:]),
+                   cache_dir=str(tmp_path / "roomy"), **kw)
+    assert rep.risks.train > 0
+
+
+def test_failing_html_keeps_report_json(tmp_path, monkeypatch):
+    import clt_gen.render as render
+
+    def boom(_):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(render, "render_html", boom)
+    rep = Report.from_dict(example_report_dict())
+    with pytest.warns(UserWarning, match="report.json is complete"):
+        rep.save(tmp_path / "r")
+    assert load_report(tmp_path / "r").risks.train == rep.risks.train
