@@ -15,6 +15,7 @@ process unless their work (rows x features, summed) is at least :data:`MIN_WORK`
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -64,13 +65,37 @@ def resolve_jobs(n_jobs: int | None, n_calls: int, work: float) -> int:
     return jobs if jobs > 1 and work >= least else 1
 
 
-def _init_worker() -> None:
-    """Lower the worker's priority and import what the heads import lazily.
+def die_with_parent(parent: int) -> None:
+    """Make this worker process end when its parent ``parent`` dies (Linux).
+
+    Without it, a worker whose parent was killed (SIGKILL, an out-of-memory kill) is
+    adopted by init and runs its job to the end, holding cores, memory and cache locks.
+    ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` has the kernel kill it with its parent; a
+    parent that died before the call is caught by the pid check.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - no prctl: stay as before
+        return
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _init_worker(parent: int | None = None) -> None:
+    """End with the parent, lower the worker's priority, import what the heads use.
 
     A worker is often started while this process still extracts features on every
     core; at a lower priority its imports take only idle time. Once the fits run (one
     per core) the priority changes nothing.
     """
+    if parent is not None:
+        die_with_parent(parent)
     if hasattr(os, "nice"):  # not on Windows
         os.nice(5)
     import sklearn.decomposition  # noqa: F401
@@ -85,7 +110,11 @@ def _executor(workers: int, threads: int) -> Any:
     _started.add(workers)
     env = {v: str(threads) for v in _THREAD_VARS}
     return get_reusable_executor(
-        max_workers=workers, timeout=300, env=env, initializer=_init_worker
+        max_workers=workers,
+        timeout=300,
+        env=env,
+        initializer=_init_worker,
+        initargs=(os.getpid(),),
     )
 
 

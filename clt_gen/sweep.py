@@ -48,6 +48,7 @@ from typing import Any
 import tomllib
 from tqdm.auto import tqdm
 
+from clt_gen._parallel import die_with_parent
 from clt_gen.checkpoints import atomic_write_text, load_checkpoint
 from clt_gen.data import DataConfig, renamed_keys
 from clt_gen.errors import ValidationError, unknown_name_error
@@ -343,7 +344,9 @@ def run_sweep(
                 run_job(j, out, threads)
                 bar.update()
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            with ProcessPoolExecutor(
+                max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),)
+            ) as pool:
                 futures = [pool.submit(run_job, j, out, threads) for j in pending]
                 for fut in as_completed(futures):
                     fut.result()

@@ -358,3 +358,65 @@ def test_failing_html_keeps_report_json(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match="report.json is complete"):
         rep.save(tmp_path / "r")
     assert load_report(tmp_path / "r").risks.train == rep.risks.train
+
+
+def _children(pid: int) -> list[int]:
+    import pathlib
+
+    out = []
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    import pathlib
+
+    try:
+        state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux /proc")
+def test_killed_sweep_leaves_no_worker_and_resumes_losing_nothing(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    manifest = tmp_path / "m.toml"
+    manifest.write_text(
+        "\n".join([
+            "[sweep]", f'out = "{tmp_path / "s"}"', "evaluate = true",
+            "[train]", 'arch = "mlp"', "epochs = 3", 'optimizer = "adamw"', "lr = 0.003",
+            "[grid]", "random_state = [0, 1]",
+            "[evaluate]", "n_bootstrap = 20", 'heads = ["logistic"]', "cells = [2, 4]",
+        ])
+    )
+    cmd = [sys.executable, "-m", "clt_gen.cli", "sweep", str(manifest), "--workers", "2",
+           "--no-progress"]
+    parent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(workers) < 2:
+        time.sleep(0.2)
+        workers = [p for p in _children(parent.pid)]
+    assert len(workers) >= 2, "the sweep never started its workers"
+    time.sleep(1.0)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.2)
+    assert not [p for p in workers if _alive(p)], "workers outlived their killed parent"
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = sorted((tmp_path / "s" / "jobs").glob("*/result.json"))
+    assert len(results) == 2
