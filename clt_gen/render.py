@@ -375,14 +375,16 @@ def _first_screen(report: dict[str, Any]) -> list[str]:
     pb = _best(bounds, "gibbs_error")
     held = _best(bounds, "error")
 
-    def cert(b: dict[str, Any] | None, what: str, missing: str) -> tuple[str, str]:
+    def cert(
+        b: dict[str, Any] | None, what: str, missing: str, after: str = ""
+    ) -> tuple[str, str]:
         if b is None:
             return missing, "—"
         ok = "held" if b.get("held") else "FAILED"
         vac = " (vacuous)" if b.get("vacuous") else ""
         return (
             f"{what} ≤ {b['value']:.2%}{vac} ({b['name']}); measured on the check split: "
-            f"{b['checked_value']:.2%}, {ok}",
+            f"{b['checked_value']:.2%}, {ok}{after}",
             f"certificate, δ = {b.get('delta')}",
         )
 
@@ -395,9 +397,9 @@ def _first_screen(report: dict[str, Any]) -> list[str]:
             "measured",
         ),
         ("Guarantee from the training data",
-         *cert(pb, "error of the Gibbs network (fresh weights per prediction)"
-               + (f"; the checkpoint's own test error {det:.2%}" if det is not None else ""),
-               "not computed: evaluate with --pac-bayes (PAC-Bayes, no held-out data needed)")),
+         *cert(pb, "test error of the Gibbs network (fresh weights per prediction)",
+               "not computed: evaluate with --pac-bayes (PAC-Bayes, no held-out data needed)",
+               f" (the checkpoint's own: {det:.2%})" if det is not None else "")),
         ("Guarantee from held-out data",
          *cert(held, "test error of this checkpoint", "no held-out certificate")),
     ]

@@ -774,6 +774,13 @@ def summary_sentences(report: Report) -> list[str]:
             f"{best_train.terms.get('n_samples')} rows); that network's check error is "
             f"{best_train.checked_value:.2%}"
             + (f", the checkpoint's own {det:.2%}." if det is not None else ".")
+            + (
+                " It is vacuous: these rows cannot pay for a posterior that keeps the "
+                "network's accuracy; more rows, or a data-dependent prior (`clt-gen train "
+                "--pac-bayes-prior 0.5`), can make it informative."
+                if best_train.vacuous
+                else ""
+            )
         )
     best = report.best_error_certificate()
     if best is not None and best.checked_value is not None:
