@@ -15,7 +15,6 @@ process unless their work (rows x features, summed) is at least :data:`MIN_WORK`
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -65,26 +64,28 @@ def resolve_jobs(n_jobs: int | None, n_calls: int, work: float) -> int:
     return jobs if jobs > 1 and work >= least else 1
 
 
-def die_with_parent(parent: int) -> None:
-    """Make this worker process end when its parent ``parent`` dies (Linux).
+def die_with_parent(parent: int, every: float = 0.5) -> None:
+    """Make this worker process end soon after its parent ``parent`` dies.
 
     Without it, a worker whose parent was killed (SIGKILL, an out-of-memory kill) is
     adopted by init and runs its job to the end, holding cores, memory and cache locks.
-    ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` has the kernel kill it with its parent; a
-    parent that died before the call is caught by the pid check.
+    A daemon thread checks the parent's pid every ``every`` seconds and ends the process
+    once it changed (the worker was re-parented). ``prctl(PR_SET_PDEATHSIG)`` would be
+    immediate, but it fires when the *thread* that started the worker ends, and the
+    executors here start workers from short-lived threads.
     """
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import signal
+    import threading
+    import time
 
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # pragma: no cover - no prctl: stay as before
-        return
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)
+            time.sleep(every)
+
     if os.getppid() != parent:
         os._exit(1)
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
 def _init_worker(parent: int | None = None) -> None:

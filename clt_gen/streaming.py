@@ -485,13 +485,21 @@ def stream_pass(
         sink = _Sink(root)
         if state["complete"]:
             return _finish(sink, {**state, "from_cache": True}, spec.layers, None)
-        try:
-            probe = _run_batches(model, source, sink, state, spec)
-            _complete(sink, state, probe)
-        except OSError as exc:
-            sink.close()
-            raise _disk_error(exc, root, sink, source) from None
+        probe = _run_and_complete(model, source, sink, state, spec)
         return _finish(sink, state, spec.layers, probe)
+
+
+def _run_and_complete(
+    model: nn.Module, source: Source, sink: _Sink, state: dict[str, Any], spec: _Spec
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Run the pass and commit it; a full disk becomes a named error and no debris."""
+    try:
+        probe = _run_batches(model, source, sink, state, spec)
+        _complete(sink, state, probe)
+    except OSError as exc:
+        sink.close()
+        raise _disk_error(exc, sink.root, sink, source) from None
+    return probe
 
 
 def _disk_error(

@@ -967,6 +967,15 @@ def at_size(name: str, hp: dict[str, Any], ratio: float) -> dict[str, Any]:
     return hp
 
 
+def _no_candidate(heads: Any, n_features: int, n_classes: int, n_fit: int) -> ValidationError:
+    return ValidationError(
+        f"heads={tuple(heads)!r} has no candidate for these features ({n_features} "
+        f"columns, {n_classes} classes, {n_fit} fitting rows): 'scores' needs features "
+        "that are class scores (one column per class), 'knn' at least 20 rows, 'table' "
+        "discrete codes; add a general head such as 'logistic'"
+    )
+
+
 def select_head(
     z: np.ndarray,
     y: np.ndarray,
@@ -1027,12 +1036,7 @@ def select_head(
         if best is None or val < best[0]:
             best = (val, name, hp, temp)
     if best is None:
-        raise ValidationError(
-            f"heads={tuple(heads)!r} has no candidate for these features ({z.shape[1]} "
-            f"columns, {n_classes} classes, {len(tr)} fitting rows): 'scores' needs features "
-            f"that are class scores (one column per class), 'knn' at least 20 rows, 'table' "
-            "discrete codes; add a general head such as 'logistic'"
-        )
+        raise _no_candidate(heads, z.shape[1], n_classes, len(tr))
     _, name, hp, temp = best
 
     n_ref = len(y) if refit else len(tr)
