@@ -651,24 +651,15 @@ def _snap(state: _State, grid: np.ndarray) -> None:
 
 
 @torch.no_grad()
-def _initial_scale(
-    sampler: _Sampler,
-    state: _State,
-    prior_mean: dict[str, torch.Tensor],
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    opts: dict[str, Any],
-    grid: np.ndarray,
-    log_term_const: float,
-    device: torch.device,
-) -> None:
+def _initial_scale(su: _Setup, opts: dict[str, Any]) -> None:
     """Start from ``σ_Q = σ_P = s`` with ``s`` the best of 25 scales on a few sampled rows.
 
     Scanning the objective along this one-parameter family (where the KL is just the
     squared distance to the prior mean over ``2s²``) puts the optimizer near the right
     noise level at once, instead of spending its steps crawling there.
     """
+    sampler, state, prior_mean, x, y = su.sampler, su.state, su.prior_mean, su.x, su.y
+    grid, log_term_const, device = su.grid, su.log_term, su.device
     n = len(y)
     objective = objective_function(opts["objective"])
     gen = torch.Generator(device=device).manual_seed(opts["random_state"] + 31)
@@ -814,25 +805,15 @@ def _run_epoch(
     }
 
 
-def _optimize(
-    sampler: _Sampler,
-    state: _State,
-    prior_mean: dict[str, torch.Tensor],
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    opts: dict[str, Any],
-    grid: np.ndarray,
-    log_term_const: float,
-    device: torch.device,
-    cache: pathlib.Path | None,
-) -> None:
+def _optimize(su: _Setup, opts: dict[str, Any], cache: pathlib.Path | None) -> None:
     """Minimize the PAC-Bayes objective over ``σ_Q`` (and ``μ_Q``) with Adam, epoch by epoch.
 
     ``σ_P`` is learned for the first half of the epochs, then fixed at the nearest grid
     point. Each epoch is saved to ``cache``; a rerun resumes from the last one with the
     same generators, so the result does not depend on where it was interrupted.
     """
+    sampler, state, prior_mean, x, y = su.sampler, su.state, su.prior_mean, su.x, su.y
+    grid, log_term_const, device = su.grid, su.log_term, su.device
     n, epochs, seed = len(y), opts["epochs"], opts["random_state"]
     opt, params = _make_optimizer(state, opts)
     if cache is not None and (cache / "state.json").exists():
@@ -1124,12 +1105,9 @@ def _fit_posterior(
 ) -> float:
     """Scan the start (unless given or resumed), then optimize; return the prior's σ_P."""
     resuming = cache is not None and (cache / "state.json").exists()
-    common: dict[str, Any] = {
-        "opts": opts, "grid": su.grid, "log_term_const": su.log_term, "device": su.device
-    }
     if not start_given and not resuming:
-        _initial_scale(su.sampler, su.state, su.prior_mean, su.x, su.y, **common)
-    _optimize(su.sampler, su.state, su.prior_mean, su.x, su.y, cache=cache, **common)
+        _initial_scale(su, opts)
+    _optimize(su, opts, cache)
     assert su.state.prior_index is not None
     return float(su.grid[su.state.prior_index])
 
