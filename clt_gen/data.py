@@ -360,6 +360,11 @@ class DataConfig:
         Part of the held-out data used to *check* certificates (the rest certifies).
     random_state : int
         Seeds the subset, the label corruption and the splits.
+    split_random_state : int or None
+        Seeds the held-out data's certify/check split on its own (default: drawn from
+        ``random_state`` after the training splits, as before). A population of
+        checkpoints that each set their own gets independent certify/check draws, so the
+        certificates' coverage over the population counts independent trials.
 
     Examples
     --------
@@ -380,6 +385,7 @@ class DataConfig:
     val_fraction: float = 0.1
     check_fraction: float = 0.5
     random_state: int = 0
+    split_random_state: int | None = None
 
     def __post_init__(self) -> None:
         """Check every field; raise :class:`ValidationError` naming the bad one."""
@@ -500,7 +506,10 @@ def make_splits(ds: Dataset, config: DataConfig | None = None) -> Splits:
     if cfg.quantize_levels is not None:
         lv = cfg.quantize_levels - 1
         xt = torch.round(xt * lv) / lv
-    hperm = torch.randperm(len(yt), generator=gen)
+    hgen = gen if cfg.split_random_state is None else torch.Generator().manual_seed(
+        cfg.split_random_state
+    )
+    hperm = torch.randperm(len(yt), generator=hgen)
     n_check = int(round(cfg.check_fraction * len(yt)))
     check_idx, cert_idx = hperm[:n_check], hperm[n_check:]
     if len(tr_idx) < 2 or len(cert_idx) < 2 or len(check_idx) < 2:

@@ -7,6 +7,7 @@ A manifest is a TOML file::
     evaluate = true              # evaluate each trained checkpoint
     measures = true              # classic generalization measures too
     measure_samples = 2000       # training rows the data-dependent measures read (the first)
+    independent_splits = false   # true: each job draws its own seeded certify/check split
 
     [train]                      # TrainConfig fields shared by every job
     arch = "model-a"
@@ -67,7 +68,7 @@ __all__ = [
 
 
 MEASURE_SAMPLES = 2000  # default training rows read by the data-dependent measures
-SWEEP_KEYS = ("out", "evaluate", "measures", "measure_samples")
+SWEEP_KEYS = ("out", "evaluate", "measures", "measure_samples", "independent_splits")
 
 
 def _check_sweep_section(section: dict[str, Any]) -> None:
@@ -140,10 +141,15 @@ def expand_grid(manifest: dict[str, Any]) -> list[dict[str, Any]]:
             raise ValidationError(f"grid[{name!r}] must be a non-empty list (got {values!r})")
     names = sorted(grid)
     jobs = []
+    independent = bool(manifest.get("sweep", {}).get("independent_splits", False))
     for combo in itertools.product(*(grid[n] for n in names)):
         train_cfg = copy.deepcopy(manifest.get("train", {}))
         for n, v in zip(names, combo, strict=True):
             _set(train_cfg, n, v)
+        if independent:  # each grid point its own certify/check draw, seeded by the point
+            point = json.dumps(dict(zip(names, combo, strict=True)), sort_keys=True, default=str)
+            seed = int(hashlib.sha256(point.encode()).hexdigest()[:8], 16) % 2**31
+            train_cfg.setdefault("data", {}).setdefault("split_random_state", seed)
         jobs.append(
             {
                 "train": train_cfg,

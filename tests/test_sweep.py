@@ -188,3 +188,25 @@ def test_sweep_section_is_checked_and_measure_rows_recorded(tmp_path):
     (record,) = run_sweep(load_manifest(path), progress=False)
     assert record["measures_data"] == {"split": "train", "rows": "first", "max_samples": 64}
     assert record["measures"]["param_norm"] > 0
+
+
+def test_independent_splits_give_each_grid_point_its_own_certify_check_draw():
+    from clt_gen.data import DataConfig, load_dataset, make_splits
+    from clt_gen.sweep import expand_grid, job_id
+
+    manifest = {"sweep": {"independent_splits": True}, "train": {"arch": "mlp"},
+                "grid": {"random_state": [0, 1, 2]}}
+    jobs = expand_grid(manifest)
+    seeds = [j["train"]["data"]["split_random_state"] for j in jobs]
+    assert len(set(seeds)) == 3
+    assert seeds == [j["train"]["data"]["split_random_state"] for j in expand_grid(manifest)]
+    ds = load_dataset("digits")
+    checks = [make_splits(ds, DataConfig(split_random_state=s)).y["check"] for s in seeds]
+    assert not all(bool((c == checks[0]).all()) for c in checks[1:])
+    # the training rows do not depend on the split seed
+    a = make_splits(ds, DataConfig(split_random_state=seeds[0]))
+    b = make_splits(ds, DataConfig(split_random_state=seeds[1]))
+    assert bool((a.y["train"] == b.y["train"]).all())
+    # without the option no job sets a split seed (recorded checkpoints reproduce)
+    assert "data" not in expand_grid({"train": {"arch": "mlp"}})[0]["train"]
+    assert len({job_id(j) for j in jobs}) == 3
