@@ -117,7 +117,19 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, meta: dict[s
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, tmp)
+        try:
+            save_file(state, tmp)
+        except Exception as exc:  # OSError, or safetensors' own error wrapping one
+            from safetensors import SafetensorError
+
+            if not isinstance(exc, (OSError, SafetensorError)):
+                raise
+            need = sum(t.numel() * t.element_size() for t in state.values())
+            raise CheckpointError(
+                f"cannot write the checkpoint's weights to {dest} ({exc}); "
+                f"they need about {need / 2**20:.1f} MiB. Nothing was replaced: free space "
+                "or save elsewhere"
+            ) from None
         digest = file_sha256(tmp)
         os.replace(tmp, dest / WEIGHTS_FILE)
     finally:

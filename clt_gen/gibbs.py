@@ -691,6 +691,28 @@ def _cache_key(parts: dict[str, Any]) -> str:
 
 
 def _save_state(path: pathlib.Path, state: _State, opt: torch.optim.Optimizer) -> None:
+    from safetensors import SafetensorError
+
+    try:
+        _write_state(path, state, opt)
+    except (OSError, SafetensorError) as exc:
+        import errno
+        import shutil
+
+        full = "No space left" in str(exc) or "Disk quota" in str(exc)
+        if not full and getattr(exc, "errno", None) not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        need = sum(t.numel() * t.element_size() for t in state.post.mean.values()) * 4
+        shutil.rmtree(path, ignore_errors=True)
+        raise DataError(
+            f"no space left for the PAC-Bayes cache at {path.parent} ({exc}): an "
+            f"epoch's state needs about {need / 2**20:.1f} MiB (means, scales and Adam's "
+            "moments). The half-written entry was removed: free space, or pass another "
+            "cache_dir (--cache-dir)"
+        ) from None
+
+
+def _write_state(path: pathlib.Path, state: _State, opt: torch.optim.Optimizer) -> None:
     from safetensors.torch import save_file
 
     tensors: dict[str, torch.Tensor] = {}

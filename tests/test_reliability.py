@@ -420,3 +420,27 @@ def test_killed_sweep_leaves_no_worker_and_resumes_losing_nothing(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     results = sorted((tmp_path / "s" / "jobs").glob("*/result.json"))
     assert len(results) == 2
+
+
+def test_full_disk_under_a_checkpoint_or_the_pac_bayes_cache_is_named(tiny_disk):
+    import copy
+
+    import torch
+    from torch import nn
+
+    from clt_gen.checkpoints import save_checkpoint
+    from clt_gen.gibbs import pac_bayes_certificate
+
+    big = nn.Linear(1000, 1000)  # 4 MB of weights on a 2 MB disk
+    meta = {"arch": "x", "input_shape": [1000], "n_classes": 1000}
+    with pytest.raises(ValidationError, match=r"cannot write the checkpoint's weights .*MiB"):
+        save_checkpoint(tiny_disk / "ck", big, meta)
+    assert not [p for p in (tiny_disk / "ck").iterdir() if p.name.endswith(".tmp")]
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(400, 300, generator=g), torch.randint(0, 3, (400,), generator=g)
+    net = nn.Sequential(nn.Linear(300, 600), nn.ReLU(), nn.Linear(600, 3))
+    w0 = copy.deepcopy(net.state_dict())
+    with pytest.raises(ValidationError, match="no space left for the PAC-Bayes cache"):
+        pac_bayes_certificate(net, (x, y), prior=w0, epochs=1, cache_dir=tiny_disk / "pb",
+                              progress=False)
+    assert not list((tiny_disk / "pb").glob("pac_bayes-*"))
