@@ -60,10 +60,9 @@ from clt_gen._modes import eval_mode, resolve_device
 from clt_gen.errors import DataError, ValidationError, unknown_name_error
 from clt_gen.pac_bayes import (
     OBJECTIVES,
+    certificate_value,
     kl_inverse,
-    monte_carlo_upper,
     objective_function,
-    pac_bayes_kl_bound,
     prior_grid,
 )
 from clt_gen.sources import Source, as_source
@@ -76,7 +75,6 @@ __all__ = [
     "pac_bayes_certificate",
     "bounded_cross_entropy",
     "sampling_mode",
-    "gibbs_forward",
     "LOSSES",
 ]
 
@@ -313,13 +311,6 @@ class _Sampler:
                 self.model, self.batch_weights, (x,), strict=False
             )
         return self.model(x)
-
-
-def gibbs_forward(
-    sampler: Any, x: torch.Tensor, gen: torch.Generator, mode: Literal["example", "batch"]
-) -> Any:
-    """Scores of the Gibbs network on ``x``: fresh weights per example (or per batch)."""
-    return sampler(x, gen, mode)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1279,8 +1270,8 @@ def _result(
     kl = float(post.kl(su.prior_mean, sig))
     assert cfg.delta_mc is not None
     values, uppers, shares = _certify(
-        risks, terms["ratio"], n_terms=terms["n_terms"], kl=kl, n=n, delta_mc=cfg.delta_mc,
-        delta_pb=cfg.delta - cfg.delta_mc, n_priors=len(su.grid),
+        risks, terms["ratio"], n_terms=terms["n_terms"], kl=kl, n=n, delta=cfg.delta,
+        delta_mc=cfg.delta_mc, n_priors=len(su.grid),
     )
     check_stats = _gibbs_check(su, model, check, terms["sample"], cfg.random_state + 7_368_787)
     return PacBayesCertificate(
@@ -1369,23 +1360,17 @@ def _certify(
     n_terms: int,
     kl: float,
     n: int,
+    delta: float,
     delta_mc: float,
-    delta_pb: float,
     n_priors: int,
 ) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
     """Both certificates: the Monte-Carlo step, then the PAC-Bayes step, per loss."""
     values, uppers = {}, {}
-    per_prior = delta_pb / n_priors
     for loss in LOSSES:
-        u_terms = monte_carlo_upper(min(1.0, risks[loss] / ratio), n_terms, delta_mc)
-        uppers[loss] = min(1.0, u_terms * ratio)
-        values[loss] = pac_bayes_kl_bound(
-            uppers[loss], kl=kl, n_samples=n, delta=per_prior
-        ).value
-    shares = {
-        "monte_carlo": delta_mc,
-        "pac_bayes": delta_pb,
-        "pac_bayes_per_prior": per_prior,
-        "n_priors": float(n_priors),
-    }
+        out = certificate_value(
+            risks[loss], n_mc_terms=n_terms, kl=kl, n_samples=n, delta=delta,
+            delta_mc=delta_mc, n_priors=n_priors, ratio=ratio,
+        )
+        values[loss], uppers[loss] = out["value"], out["empirical_upper"]
+    shares = {k: float(v) for k, v in out["delta_shares"].items()}
     return values, uppers, shares

@@ -391,6 +391,7 @@ def certificate_value(
     delta: float,
     delta_mc: float,
     n_priors: int = 1,
+    ratio: float = 1.0,
 ) -> dict[str, Any]:
     """Return the whole certificate ``kl⁻¹(kl⁻¹(R̄, ln(1/δ_mc)/N), (KL + ln(2√n J/δ_pb))/n)``.
 
@@ -411,6 +412,10 @@ def certificate_value(
         The total failure probability and the Monte-Carlo step's share.
     n_priors : int
         ``J``.
+    ratio : float
+        ``R̂ = ratio × E[R̄]`` when the terms are not the per-row losses themselves (one
+        term per mini-batch: its loss sum over the largest batch, ``ratio = b N/(passes n)``);
+        the upper confidence bound is taken on the terms, then scaled.
 
     Returns
     -------
@@ -434,7 +439,7 @@ def certificate_value(
         )
     n_priors = _check_n("n_priors", n_priors)
     delta_pb = delta - delta_mc
-    upper = monte_carlo_upper(mc_mean, n_mc_terms, delta_mc)
+    upper = min(1.0, ratio * monte_carlo_upper(min(1.0, mc_mean / ratio), n_mc_terms, delta_mc))
     pb = pac_bayes_kl_bound(upper, kl=kl, n_samples=n_samples, delta=delta_pb / n_priors)
     return {
         "value": pb.value,
