@@ -41,21 +41,44 @@ def _add_sweep(sub: Any) -> None:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--address", default=None, help="Ray cluster address (default: local)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--min-seeds",
+        type=int,
+        default=None,
+        help="population check before training: every grid hyperparameter takes >= 2 "
+        "values and every cell has this many seeds (random_state)",
+    )
     p.set_defaults(func=_run_sweep)
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
-    from clt_gen.sweep import load_manifest, run_sweep
+    import warnings
+
+    from clt_gen.sweep import collect_failures, load_manifest, run_sweep
 
     manifest = load_manifest(args.manifest)
-    records = run_sweep(
-        manifest,
-        backend=args.backend,
-        workers=args.workers,
-        address=args.address,
-        progress=not args.no_progress,
-    )
-    print(f"{len(records)} jobs finished in {manifest['sweep']['out']}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # failures are listed below
+        records = run_sweep(
+            manifest,
+            backend=args.backend,
+            workers=args.workers,
+            address=args.address,
+            progress=not args.no_progress,
+            min_seeds=args.min_seeds,
+        )
+    out = manifest["sweep"]["out"]
+    print(f"{len(records)} jobs finished in {out}")
+    failures = collect_failures(out)
+    for f in failures:
+        print(
+            f"FAILED {f['job_id']} in {f['stage']}: {f['error']} (grid point {f['grid_point']}; "
+            f"traceback in {out}/jobs/{f['job_id']}/error.json)",
+            file=sys.stderr,
+        )
+    if failures:
+        print(f"{len(failures)} jobs failed; run the sweep again to retry them", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "margin",
     "pacbayes_flatness",
     "powerlaw_alpha",
+    "weightwatcher_summary",
     "all_measures",
 ]
 
@@ -189,6 +190,60 @@ def powerlaw_alpha(model: nn.Module, min_tail: int = 5) -> float:
     if not alphas:
         raise ValidationError("no layer is large enough for a power-law fit")
     return float(np.mean(alphas))
+
+
+def weightwatcher_summary(model: nn.Module) -> dict[str, Any]:
+    """WeightWatcher's own layer analysis of ``model``, as its users run it.
+
+    Calls ``weightwatcher.WeightWatcher(model=model).analyze()`` with the package's
+    defaults (layers with too few eigenvalues, e.g. a 10-way head, are skipped by it) and
+    returns its summary averages. This is the data-free tool users compare clt_gen with;
+    :func:`powerlaw_alpha` is this project's own simpler fit and is not the same number.
+
+    Parameters
+    ----------
+    model : nn.Module
+
+    Returns
+    -------
+    dict
+        ``ww_alpha`` and ``ww_alpha_weighted`` (means over analysed layers; NaN when no
+        layer is large enough), ``ww_layers`` (how many were analysed), ``ww_alphas``
+        (per layer) and ``ww_version``.
+
+    Raises
+    ------
+    ValidationError
+        When the ``weightwatcher`` package is not installed (with the install command).
+    """
+    try:
+        import weightwatcher as ww
+    except ImportError:
+        raise ValidationError(
+            "weightwatcher_summary needs the weightwatcher package: "
+            "pip install 'clt-gen[weightwatcher]'"
+        ) from None
+    import contextlib
+    import io
+    import logging
+    import warnings
+
+    logging.getLogger("weightwatcher").setLevel(logging.ERROR)
+    net = copy.deepcopy(model).cpu().eval()
+    # the package prints fit notes to stdout; keep a report's output clean
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        watcher = ww.WeightWatcher(model=net)
+        details = watcher.analyze()
+        summary = watcher.get_summary(details) if len(details) else {}
+    alphas = details["alpha"].to_numpy(dtype=float) if len(details) else np.array([])
+    return {
+        "ww_alpha": float(summary.get("alpha", float("nan"))),
+        "ww_alpha_weighted": float(summary.get("alpha_weighted", float("nan"))),
+        "ww_layers": int(len(details)),
+        "ww_alphas": [float(a) for a in alphas],
+        "ww_version": str(getattr(ww, "__version__", "unknown")),
+    }
 
 
 def all_measures(

@@ -1,7 +1,9 @@
 """Rank agreement between a measure and the generalization gap over checkpoints.
 
-Kendall τ, granulated Kendall Ψ (Jiang et al. 2020) and the PGDL
-conditional-mutual-information score.
+Kendall τ (with a bootstrap interval over checkpoints), granulated Kendall Ψ (Jiang et
+al. 2020), the PGDL conditional-mutual-information score, the robust per-hyperparameter
+view of Dziugaite et al. (2020), and Clopper–Pearson intervals for the coverage of
+certificates over a population.
 
 All three are exact, work on ordered pairs ``i ≠ j`` (no self-pairs) and are tie-aware:
 a tie contributes 0 to τ and is its own category (sign 0) in the mutual information.
@@ -34,6 +36,10 @@ __all__ = [
     "pgdl_score",
     "PGDL_CONVENTIONS",
     "by_stratum",
+    "kendall_tau_interval",
+    "robust_sign_agreement",
+    "RobustAgreement",
+    "coverage_interval",
 ]
 
 
@@ -280,3 +286,177 @@ def by_stratum(measure: Any, gap: Any, strata: Sequence[Any]) -> dict[str, float
         if len(idx) >= 2:
             out[level] = kendall_tau(m[idx], g[idx])
     return out
+
+
+def kendall_tau_interval(
+    measure: Any,
+    gap: Any,
+    *,
+    n_bootstrap: int = 1000,
+    level: float = 0.95,
+    random_state: int = 0,
+) -> tuple[float, float, float]:
+    """Kendall τ with a percentile bootstrap interval over checkpoints.
+
+    Checkpoints are resampled with replacement; a checkpoint drawn twice forms a tied
+    pair with itself (counted 0, as τ-a counts every tie).
+
+    Parameters
+    ----------
+    measure, gap : array-like of shape (n_models,)
+    n_bootstrap : int
+        Resamples.
+    level : float
+        Two-sided level of the interval.
+    random_state : int
+        Seeds the resampling.
+
+    Returns
+    -------
+    (tau, low, high) : tuple of float
+
+    Examples
+    --------
+    >>> tau, lo, hi = kendall_tau_interval(range(30), range(30), n_bootstrap=200)
+    >>> tau, lo <= hi <= 1.0
+    (1.0, True)
+    """
+    m, g = _vectors(measure, gap)
+    if not (isinstance(n_bootstrap, int) and n_bootstrap >= 2):
+        raise ValidationError(f"n_bootstrap must be an int >= 2 (got {n_bootstrap!r})")
+    if not 0.0 < level < 1.0:
+        raise ValidationError(f"level must be in (0, 1) (got {level!r}); 0.95 is usual")
+    n = len(m)
+    sm = np.sign(m[:, None] - m[None, :])
+    sg = np.sign(g[:, None] - g[None, :])
+    prod = sm * sg
+    rng = np.random.default_rng(random_state)
+    taus = np.empty(n_bootstrap)
+    for b in range(n_bootstrap):
+        idx = rng.integers(0, n, n)
+        taus[b] = prod[np.ix_(idx, idx)].sum() / (n * (n - 1))
+    lo, hi = np.quantile(taus, [(1 - level) / 2, (1 + level) / 2])
+    return float(prod.sum() / (n * (n - 1))), float(lo), float(hi)
+
+
+@dataclass(frozen=True)
+class RobustAgreement:
+    """How often a measure orders the gaps of pairs that differ in one hyperparameter.
+
+    ``per_hyperparameter[h]``: over pairs of checkpoints equal in every other
+    hyperparameter (and in ``match_on``, e.g. the seed) but differing in ``h``, with
+    different gaps, the fraction whose gap order the measure gets right (a tie in the
+    measure is not right). ``n_pairs[h]``: how many such pairs. ``worst``: the
+    hyperparameter with the lowest fraction, and ``value`` that fraction (Dziugaite et
+    al. 2020: an average over hyperparameters hides the change a measure gets wrong).
+    ``worst_cell[h]``: the lowest fraction over the groups of pairs sharing all other
+    values (at least ``min_cell`` pairs), the worst environment within ``h``.
+    """
+
+    value: float
+    worst: str
+    per_hyperparameter: dict[str, float]
+    n_pairs: dict[str, int]
+    worst_cell: dict[str, float]
+
+
+def robust_sign_agreement(
+    measure: Any,
+    gap: Any,
+    hyperparams: Mapping[str, Sequence[Any]],
+    *,
+    match_on: Mapping[str, Sequence[Any]] | None = None,
+    min_cell: int = 1,
+) -> RobustAgreement:
+    """Dziugaite et al.'s robust view: per hyperparameter, pairs differing only in it.
+
+    Parameters
+    ----------
+    measure, gap : array-like of shape (n_models,)
+    hyperparams : mapping
+        Hyperparameter name -> its value for each checkpoint; each is scored.
+    match_on : mapping, optional
+        Columns a pair must share but which are not scored themselves (the seed: pairs
+        then differ in exactly one hyperparameter and nothing else).
+    min_cell : int
+        Smallest group counted in ``worst_cell``.
+
+    Returns
+    -------
+    RobustAgreement
+
+    Examples
+    --------
+    >>> hps = {"lr": [1, 2, 1, 2], "wd": [0, 0, 1, 1]}
+    >>> out = robust_sign_agreement([1, 2, 4, 3], [1, 2, 3, 4], hps)
+    >>> out.per_hyperparameter, out.worst
+    ({'lr': 0.5, 'wd': 1.0}, 'lr')
+    """
+    m, g = _vectors(measure, gap)
+    cols = _hp_columns(hyperparams, len(m))
+    fixed = _hp_columns(match_on, len(m)) if match_on else {}
+    per, counts, worst_cell = {}, {}, {}
+    n = len(m)
+    for name in cols:
+        others = [c for c in cols if c != name]
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for i in range(n):
+            key = tuple(cols[o][i] for o in others) + tuple(fixed[f][i] for f in fixed)
+            groups.setdefault(key, []).append(i)
+        right = total = 0
+        cell_rates = []
+        for idx in groups.values():
+            r = t = 0
+            for a, b in itertools.combinations(idx, 2):
+                if cols[name][a] == cols[name][b] or g[a] == g[b]:
+                    continue
+                t += 1
+                r += int(np.sign(m[a] - m[b]) == np.sign(g[a] - g[b]))
+            right, total = right + r, total + t
+            if t >= min_cell and t > 0:
+                cell_rates.append(r / t)
+        if total:
+            per[name], counts[name] = right / total, total
+            worst_cell[name] = float(min(cell_rates)) if cell_rates else float("nan")
+    if not per:
+        raise ValidationError(
+            "no pair of checkpoints differs in a single hyperparameter (with the match_on "
+            "columns equal): the grid is too sparse for the robust view"
+        )
+    worst = min(per, key=lambda k: per[k])
+    return RobustAgreement(per[worst], worst, per, counts, worst_cell)
+
+
+def coverage_interval(held: Sequence[bool], *, level: float = 0.95) -> dict[str, float]:
+    """Coverage of a certificate over independent trials, with a Clopper–Pearson interval.
+
+    Parameters
+    ----------
+    held : sequence of bool
+        One entry per trial: did the certificate hold on its check data?
+    level : float
+        Two-sided level of the exact binomial interval.
+
+    Returns
+    -------
+    dict
+        ``held``, ``n``, ``rate``, ``low``, ``high``.
+
+    Examples
+    --------
+    >>> out = coverage_interval([True] * 19 + [False])
+    >>> out["rate"], round(out["low"], 3), round(out["high"], 3)
+    (0.95, 0.751, 0.999)
+    """
+    from scipy.stats import beta
+
+    h = [bool(v) for v in held]
+    n, k = len(h), sum(h)
+    if n == 0:
+        raise ValidationError("held must list at least one trial")
+    if not 0.0 < level < 1.0:
+        raise ValidationError(f"level must be in (0, 1) (got {level!r}); 0.95 is usual")
+    a = (1 - level) / 2
+    low = 0.0 if k == 0 else float(beta.ppf(a, k, n - k + 1))
+    high = 1.0 if k == n else float(beta.ppf(1 - a, k + 1, n - k))
+    return {"held": k, "n": n, "rate": k / n, "low": low, "high": high}

@@ -24,7 +24,9 @@ A manifest is a TOML file::
 
 A job is identified by the hash of its resolved configuration; its directory holds the
 checkpoint, the report and ``result.json`` (written atomically last). Finished jobs are
-skipped, so a killed sweep resumes with nothing lost or duplicated.
+skipped, so a killed sweep resumes with nothing lost or duplicated. A job that fails
+(training, evaluation or measures) writes ``error.json`` instead (stage, error, traceback)
+and the sweep goes on; :func:`collect_failures` lists them, and the next run retries them.
 
 Examples
 --------
@@ -43,6 +45,7 @@ import json
 import os
 import pathlib
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
@@ -64,6 +67,9 @@ __all__ = [
     "run_job",
     "run_sweep",
     "collect",
+    "collect_failures",
+    "check_population_grid",
+    "JobFailed",
 ]
 
 
@@ -236,8 +242,26 @@ def _train_config(spec: dict[str, Any]) -> TrainConfig:
         raise ValidationError(f"train section: {exc}") from None
 
 
+class JobFailed(RuntimeError):
+    """A sweep job failed; ``record`` is what its ``error.json`` holds."""
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        super().__init__(
+            f"job {record['job_id']} failed in {record['stage']}: {record['error']} "
+            f"(grid point {record['grid_point']})"
+        )
+        self.record = record
+
+
 def run_job(job: dict[str, Any], out_root: str, threads: int | None = None) -> dict[str, Any]:
-    """Train, evaluate and measure one job; return its result record (also saved)."""
+    """Train, evaluate and measure one job; return its result record (also saved).
+
+    Raises
+    ------
+    JobFailed
+        When a stage raised; ``error.json`` in the job directory then names the stage,
+        the error and its traceback, and nothing is written as ``result.json``.
+    """
     import torch
 
     if threads:
@@ -248,6 +272,35 @@ def run_job(job: dict[str, Any], out_root: str, threads: int | None = None) -> d
     if result_path.exists():
         return json.loads(result_path.read_text())
     t0 = time.perf_counter()
+    stages = ["train"]  # the stage reached, for the error record
+    try:
+        record = _run_stages(job, jid, jdir, threads, stages)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:
+        import traceback
+
+        failure = {
+            "job_id": jid,
+            "grid_point": job["grid_point"],
+            "train": job["train"],
+            "stage": stages[-1],
+            "error": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(),
+            "seconds": time.perf_counter() - t0,
+        }
+        jdir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(jdir / "error.json", json.dumps(failure, default=str))
+        raise JobFailed(failure) from None
+    record["seconds"] = time.perf_counter() - t0
+    atomic_write_text(result_path, json.dumps(record, default=float))
+    (jdir / "error.json").unlink(missing_ok=True)  # an earlier failure, now retried
+    return record
+
+
+def _run_stages(
+    job: dict[str, Any], jid: str, jdir: pathlib.Path, threads: int | None, stages: list[str]
+) -> dict[str, Any]:
     cfg = _train_config(job["train"])
     ckpt = jdir / "checkpoint"
     meta_path = ckpt / "meta.json"
@@ -257,6 +310,7 @@ def run_job(job: dict[str, Any], out_root: str, threads: int | None = None) -> d
     ck = load_checkpoint(ckpt)
     record["metrics"] = ck.meta["metrics"]
     if job.get("sweep", {}).get("evaluate", True):
+        stages.append("evaluate")
         # the job's share of the cores, unless the manifest says otherwise
         ev = {"n_bootstrap": 50, "progress": False, "n_jobs": threads, **job["evaluate"]}
         for key in ("layers", "cells"):
@@ -265,11 +319,10 @@ def run_job(job: dict[str, Any], out_root: str, threads: int | None = None) -> d
         report = evaluate(EvaluateConfig(checkpoint=str(ckpt), out=str(jdir / "eval"), **ev))
         record["report"] = report.to_dict()
     if job.get("sweep", {}).get("measures", False):
+        stages.append("measures")
         n_rows = int(job["sweep"].get("measure_samples", MEASURE_SAMPLES))
         record["measures"] = _measures(ck, cfg, n_rows)
         record["measures_data"] = {"split": "train", "rows": "first", "max_samples": n_rows}
-    record["seconds"] = time.perf_counter() - t0
-    atomic_write_text(result_path, json.dumps(record, default=float))
     return record
 
 
@@ -302,6 +355,7 @@ def run_sweep(
     workers: int = 1,
     address: str | None = None,
     progress: bool = True,
+    min_seeds: int | None = None,
 ) -> list[dict[str, Any]]:
     """Run every job of the manifest that has not finished; return all records.
 
@@ -317,11 +371,17 @@ def run_sweep(
         Ray cluster address (``ray`` backend).
     progress : bool
         Show a progress bar across jobs.
+    min_seeds : int, optional
+        Treat the manifest as a population: check before training that every grid
+        hyperparameter takes two values or more and every cell has this many seeds
+        (:func:`check_population_grid`).
 
     Returns
     -------
     list of dict
         One record per job (finished earlier or now), each with its config and results.
+        Jobs that failed are not in it: a ``RuntimeWarning`` names them, and
+        :func:`collect_failures` returns their error records.
 
     Examples
     --------
@@ -333,6 +393,8 @@ def run_sweep(
     1
     """
     out = manifest["sweep"]["out"]
+    if min_seeds is not None:
+        check_population_grid(manifest, min_seeds=min_seeds)
     jobs = expand_grid(manifest)
     validate_jobs(jobs)  # every job's configuration, before the first one trains
     pathlib.Path(out).mkdir(parents=True, exist_ok=True)
@@ -344,29 +406,51 @@ def run_sweep(
     ]
     threads = max(1, (os.cpu_count() or 1) // workers)
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc="jobs", disable=not progress)
+    failed: list[str] = []
     if backend == "local":
         if workers == 1:
             for j in pending:
-                run_job(j, out, threads)
-                bar.update()
+                _finish(lambda j=j: run_job(j, out, threads), failed, bar)
         else:
             with ProcessPoolExecutor(
                 max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),)
             ) as pool:
                 futures = [pool.submit(run_job, j, out, threads) for j in pending]
                 for fut in as_completed(futures):
-                    fut.result()
-                    bar.update()
+                    _finish(fut.result, failed, bar)
     elif backend == "ray":
-        _run_ray(pending, out, workers, address, bar)
+        _run_ray(pending, out, workers, address, bar, failed)
     else:
         raise ValidationError(f"backend must be 'local' or 'ray' (got {backend!r})")
     bar.close()
+    if failed:
+        warnings.warn(
+            f"{len(failed)} of {len(pending)} sweep jobs failed and were not recorded as "
+            f"finished: {'; '.join(failed[:5])}{' ...' if len(failed) > 5 else ''}. Each "
+            f"job directory under {out}/jobs holds an error.json with the traceback "
+            "(clt_gen.sweep.collect_failures lists them); running the sweep again retries "
+            "them.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return collect(out)
 
 
+def _finish(get: Any, failed: list[str], bar: Any) -> None:
+    try:
+        get()
+    except JobFailed as exc:
+        failed.append(str(exc))
+    bar.update()
+
+
 def _run_ray(
-    jobs: list[dict[str, Any]], out: str, workers: int, address: str | None, bar: Any
+    jobs: list[dict[str, Any]],
+    out: str,
+    workers: int,
+    address: str | None,
+    bar: Any,
+    failed: list[str],
 ) -> None:
     try:
         import ray
@@ -387,7 +471,13 @@ def _run_ray(
         refs = [remote.remote(j, os.path.abspath(out), 1) for j in jobs]
         while refs:
             done, refs = ray.wait(refs, num_returns=1)
-            ray.get(done)
+            try:
+                ray.get(done)
+            except ray.exceptions.RayTaskError as exc:
+                cause = exc.as_instanceof_cause()
+                if not isinstance(cause, JobFailed):
+                    raise
+                failed.append(str(cause))
             bar.update(len(done))
     finally:
         if started:
@@ -397,3 +487,73 @@ def _run_ray(
 def collect(out: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Every finished job's record under a sweep directory."""
     return [json.loads(p.read_text()) for p in sorted(pathlib.Path(out).glob("jobs/*/result.json"))]
+
+
+def collect_failures(out: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every job under a sweep directory whose last attempt failed (no ``result.json``).
+
+    Each record names the job, its grid point, the stage that failed (``train``,
+    ``evaluate`` or ``measures``), the error and its traceback.
+    """
+    return [
+        json.loads(p.read_text())
+        for p in sorted(pathlib.Path(out).glob("jobs/*/error.json"))
+        if not (p.parent / "result.json").exists()
+    ]
+
+
+def check_population_grid(
+    manifest: dict[str, Any], *, min_seeds: int = 3, seed_key: str = "random_state"
+) -> None:
+    """Refuse a population grid that cannot support per-hyperparameter comparisons.
+
+    Before anything trains: every grid hyperparameter other than ``seed_key`` must take
+    at least two values (one value compares nothing, and the granulated and robust views
+    would be silent about it), and every grid cell must be repeated with at least
+    ``min_seeds`` seeds.
+
+    Parameters
+    ----------
+    manifest : dict
+        From :func:`load_manifest`.
+    min_seeds : int
+        Seeds each cell needs.
+    seed_key : str
+        The grid key that holds the seeds.
+
+    Raises
+    ------
+    ValidationError
+        Naming every one-valued hyperparameter and the seed count, with the fix.
+
+    Examples
+    --------
+    >>> check_population_grid({"grid": {"lr": [0.1], "random_state": [0, 1, 2]}})
+    Traceback (most recent call last):
+    ...
+    estimators.errors.ValidationError: population grid: hyperparameter 'lr' takes one value ([0.1]); give it at least two values in [grid], or move it to [train] if it is meant to stay fixed
+    """
+    grid = manifest.get("grid", {})
+    if seed_key == "random_state" and "seed" in grid and "random_state" not in grid:
+        seed_key = "seed"  # the older name, still read by expand_grid's jobs
+    problems = []
+    for name, values in sorted(grid.items()):
+        if name == seed_key:
+            continue
+        if isinstance(values, list) and len({json.dumps(v, default=str) for v in values}) < 2:
+            problems.append(
+                f"hyperparameter {name!r} takes one value ({values!r}); give it at least two "
+                "values in [grid], or move it to [train] if it is meant to stay fixed"
+            )
+    if not [n for n in grid if n != seed_key]:
+        problems.append("the grid varies no hyperparameter besides the seed")
+    seeds = grid.get(seed_key, [])
+    n_seeds = len({json.dumps(v, default=str) for v in seeds}) if isinstance(seeds, list) else 0
+    if n_seeds < min_seeds:
+        problems.append(
+            f"each grid cell has {n_seeds} seed(s) ({seed_key} = {seeds!r} in [grid]) but "
+            f"{min_seeds} are requested; list at least {min_seeds} distinct values of "
+            f"{seed_key!r} in [grid]"
+        )
+    if problems:
+        raise ValidationError("population grid: " + "; ".join(problems))
