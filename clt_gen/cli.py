@@ -86,13 +86,17 @@ def _add_compare(sub: Any) -> None:
     p = sub.add_parser("compare", help="compare evaluation reports side by side")
     p.add_argument("runs", nargs="+", help="evaluation directories (with report.json)")
     p.add_argument("--out", default=None, help="write compare.png and compare.json here")
+    p.add_argument(
+        "--names", default=None, help="comma-separated labels, one per run (default: dir names)"
+    )
     p.set_defaults(func=_run_compare)
 
 
 def _run_compare(args: argparse.Namespace) -> int:
     from clt_gen.compare import compare_reports
 
-    table = compare_reports(args.runs, out=args.out)
+    names = args.names.split(",") if args.names else None
+    table = compare_reports(args.runs, out=args.out, names=names)
     print(table)
     return 0
 

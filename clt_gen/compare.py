@@ -87,7 +87,12 @@ def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def compare_reports(runs: list[str | os.PathLike[str]], *, out: str | None = None) -> str:
+def compare_reports(
+    runs: list[str | os.PathLike[str]],
+    *,
+    out: str | None = None,
+    names: list[str] | None = None,
+) -> str:
     """Table of the CLT terms and bounds of several reports; optional plot and JSON.
 
     Parameters
@@ -96,6 +101,8 @@ def compare_reports(runs: list[str | os.PathLike[str]], *, out: str | None = Non
         Evaluation directories (each holding a ``report.json``) or ``report.json`` files.
     out : path, optional
         Also write ``compare.json`` and ``compare.png`` (the CLT terms against the gap) there.
+    names : list of str, optional
+        One label per run (default: each run's directory name).
 
     Returns
     -------
@@ -110,12 +117,17 @@ def compare_reports(runs: list[str | os.PathLike[str]], *, out: str | None = Non
     >>> print(compare_reports([run]).splitlines()[0].split()[0])
     run
     """
+    if names is not None and len(names) != len(runs):
+        raise ValidationError(
+            f"names must give one label per run ({len(runs)} runs, {len(names)} names)"
+        )
     rows = []
-    for run in runs:
+    for i, run in enumerate(runs):
         p = pathlib.Path(run)
         if not (p / "report.json").exists() and not p.name == "report.json":
             raise ValidationError(f"{p} holds no report.json; pass evaluation directories")
-        rows.append(report_row(load_report(p), p.name if p.is_dir() else p.parent.name))
+        label = names[i] if names is not None else (p.name if p.is_dir() else p.parent.name)
+        rows.append(report_row(load_report(p), label))
     if out:
         d = pathlib.Path(out)
         d.mkdir(parents=True, exist_ok=True)

@@ -253,20 +253,30 @@ def pgdl_score(
 
 
 def _pgdl_competition(m: np.ndarray, g: np.ndarray, cols: dict[str, list[str]]) -> dict[str, Any]:
-    """Return the competition scorer's conventions (see :func:`pgdl_score`)."""
+    """Return the competition scorer's conventions (see :func:`pgdl_score`).
+
+    Vectorized: each cell is a joint value of ``(h1, h2)`` for both models, coded as one
+    integer, and its 2×2 table of ``(V_μ, V_g)`` is counted with one ``bincount``.
+    """
     names = sorted(cols)
     n = len(m)
-    ii, jj = (a.ravel() for a in np.meshgrid(np.arange(n), np.arange(n), indexing="ij"))
-    vm = (m[ii] > m[jj]).astype(int)
-    vg = (g[ii] > g[jj]).astype(int)
+    codes = {}
+    for name in names:
+        _, inv = np.unique(np.asarray(cols[name], dtype=object).astype(str), return_inverse=True)
+        codes[name] = inv.astype(np.int64)
+    vm = (m[:, None] > m[None, :]).astype(np.int64).ravel()
+    vg = (g[:, None] > g[None, :]).astype(np.int64).ravel()
     pairs = list(itertools.permutations(names, 2)) if len(names) >= 2 else [tuple(names)]
     per_set: dict[str, float] = {}
     for subset in pairs:
-        cells: dict[tuple[str, ...], np.ndarray] = {}
-        for i, j, a, b in zip(ii, jj, vm, vg, strict=True):
-            key = tuple(cols[s][i] for s in subset) + tuple(cols[s][j] for s in subset)
-            cells.setdefault(key, np.zeros((2, 2)))[a, b] += 1
-        tables = list(cells.values())
+        key = np.zeros(n, dtype=np.int64)
+        for s in subset:
+            key = key * (codes[s].max() + 1) + codes[s]
+        k = int(key.max()) + 1
+        cell = (key[:, None] * k + key[None, :]).ravel()
+        _, cell = np.unique(cell, return_inverse=True)
+        tables = np.bincount(cell * 4 + vm * 2 + vg, minlength=4 * (cell.max() + 1))
+        tables = tables.reshape(-1, 2, 2).astype(np.float64)
         cmi = float(np.mean([_mutual_information(t) for t in tables]))
         h = float(np.mean([_entropy(t.sum(0)) for t in tables]))
         per_set[",".join(subset)] = cmi / h if h > 0 else 0.0

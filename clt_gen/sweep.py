@@ -69,7 +69,7 @@ __all__ = [
     "collect",
     "collect_failures",
     "check_population_grid",
-    "JobFailed",
+    "JobFailedError",
 ]
 
 
@@ -242,7 +242,7 @@ def _train_config(spec: dict[str, Any]) -> TrainConfig:
         raise ValidationError(f"train section: {exc}") from None
 
 
-class JobFailed(RuntimeError):
+class JobFailedError(RuntimeError):
     """A sweep job failed; ``record`` is what its ``error.json`` holds."""
 
     def __init__(self, record: dict[str, Any]) -> None:
@@ -258,7 +258,7 @@ def run_job(job: dict[str, Any], out_root: str, threads: int | None = None) -> d
 
     Raises
     ------
-    JobFailed
+    JobFailedError
         When a stage raised; ``error.json`` in the job directory then names the stage,
         the error and its traceback, and nothing is written as ``result.json``.
     """
@@ -291,7 +291,7 @@ def run_job(job: dict[str, Any], out_root: str, threads: int | None = None) -> d
         }
         jdir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(jdir / "error.json", json.dumps(failure, default=str))
-        raise JobFailed(failure) from None
+        raise JobFailedError(failure) from None
     record["seconds"] = time.perf_counter() - t0
     atomic_write_text(result_path, json.dumps(record, default=float))
     (jdir / "error.json").unlink(missing_ok=True)  # an earlier failure, now retried
@@ -439,7 +439,7 @@ def run_sweep(
 def _finish(get: Any, failed: list[str], bar: Any) -> None:
     try:
         get()
-    except JobFailed as exc:
+    except JobFailedError as exc:
         failed.append(str(exc))
     bar.update()
 
@@ -475,7 +475,7 @@ def _run_ray(
                 ray.get(done)
             except ray.exceptions.RayTaskError as exc:
                 cause = exc.as_instanceof_cause()
-                if not isinstance(cause, JobFailed):
+                if not isinstance(cause, JobFailedError):
                     raise
                 failed.append(str(cause))
             bar.update(len(done))
@@ -528,10 +528,12 @@ def check_population_grid(
 
     Examples
     --------
-    >>> check_population_grid({"grid": {"lr": [0.1], "random_state": [0, 1, 2]}})
-    Traceback (most recent call last):
-    ...
-    estimators.errors.ValidationError: population grid: hyperparameter 'lr' takes one value ([0.1]); give it at least two values in [grid], or move it to [train] if it is meant to stay fixed
+    >>> try:
+    ...     check_population_grid({"grid": {"lr": [0.1], "random_state": [0, 1, 2]}})
+    ... except ValueError as exc:
+    ...     print(str(exc)[:58])
+    population grid: hyperparameter 'lr' takes one value ([0.
+
     """
     grid = manifest.get("grid", {})
     if seed_key == "random_state" and "seed" in grid and "random_state" not in grid:

@@ -17,8 +17,17 @@ from clt_gen.training import TrainConfig, train
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     d = tmp_path_factory.mktemp("rel") / "ck"
-    train(TrainConfig(arch="mlp", arch_kwargs={"width": 16, "depth": 1}, epochs=1,
-                      optimizer="adamw", lr=3e-3, progress=False), d)
+    train(
+        TrainConfig(
+            arch="mlp",
+            arch_kwargs={"width": 16, "depth": 1},
+            epochs=1,
+            optimizer="adamw",
+            lr=3e-3,
+            progress=False,
+        ),
+        d,
+    )
     return d
 
 
@@ -83,8 +92,10 @@ def test_cli_negative_bootstrap_is_rejected_at_once(ckpt, tmp_path, capsys):
     [
         ('{"schema_version": "1.3", "risks": {', "not a valid report.json"),
         ("[1, 2, 3]", "holds a JSON list"),
-        ('{"schema_version": "1.3", "risks": 3, "floor": {}, "layers": [], "bounds": []}',
-         "not a readable clt_gen report"),
+        (
+            '{"schema_version": "1.3", "risks": 3, "floor": {}, "layers": [], "bounds": []}',
+            "not a readable clt_gen report",
+        ),
     ],
 )
 def test_broken_report_files_name_the_file(tmp_path, text, match):
@@ -158,20 +169,29 @@ def test_nonfinite_model_output_is_named():
 @pytest.mark.parametrize(
     "manifest,match",
     [
-        ({"train": {"arch": "mlp"}, "evaluate": {"n_bootsrap": 5}},
-         r"\[evaluate\] key must be one of .*did you mean 'n_bootstrap'"),
+        (
+            {"train": {"arch": "mlp"}, "evaluate": {"n_bootsrap": 5}},
+            r"\[evaluate\] key must be one of .*did you mean 'n_bootstrap'",
+        ),
         ({"train": {"arch": "mlp", "data": {"subsett": 10}}}, r"data key .*did you mean 'subset'"),
         ({"train": {"arch": "mlp", "epochs": "two"}}, r"\[train\] epochs must be an int"),
-        ({"train": {"arch": "mlp"}, "evaluate": {"n_bootstrap": -1}},
-         r"\[evaluate\] n_bootstrap must be an int >= 0"),
-        ({"train": {"arch": "mlp"}, "grid": {"lr": [0.1, -1.0]}},
-         r"\[train\] lr must be a float > 0 .*grid point \{'lr': -1.0\}"),
-        ({"train": {"arch": "mlp"}, "grid": {"wieght_decay": [0.0]}},
-         r"\[train\] key .*did you mean 'weight_decay'"),
+        (
+            {"train": {"arch": "mlp"}, "evaluate": {"n_bootstrap": -1}},
+            r"\[evaluate\] n_bootstrap must be an int >= 0",
+        ),
+        (
+            {"train": {"arch": "mlp"}, "grid": {"lr": [0.1, -1.0]}},
+            r"\[train\] lr must be a float > 0 .*grid point \{'lr': -1.0\}",
+        ),
+        (
+            {"train": {"arch": "mlp"}, "grid": {"wieght_decay": [0.0]}},
+            r"\[train\] key .*did you mean 'weight_decay'",
+        ),
     ],
 )
-def test_sweep_manifest_is_validated_whole_before_any_job_trains(tmp_path, monkeypatch,
-                                                                 manifest, match):
+def test_sweep_manifest_is_validated_whole_before_any_job_trains(
+    tmp_path, monkeypatch, manifest, match
+):
     import clt_gen.sweep as sweep
 
     trained = []
@@ -194,8 +214,12 @@ def test_feature_cache_overwritten_at_the_same_size_is_detected_and_recomputed(t
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(300, 5, generator=g), torch.randint(0, 3, (300,), generator=g)
     net = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
-    kw = {"layers": ["0", "2"], "cache_dir": str(tmp_path), "cache_parts": {"m": "a"},
-          "progress": False}
+    kw = {
+        "layers": ["0", "2"],
+        "cache_dir": str(tmp_path),
+        "cache_parts": {"m": "a"},
+        "progress": False,
+    }
     src = as_source((x, y), name="train")
     first = stream_pass(net, src, **kw)
     bins = sorted(tmp_path.rglob("*.bin"))
@@ -320,8 +344,9 @@ def tiny_disk(tmp_path):
 
     mnt = tmp_path / "tiny"
     mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)],
-                          capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True
+    )
     if done.returncode != 0:
         pytest.skip("cannot mount a tmpfs here")
     try:
@@ -337,13 +362,20 @@ def test_full_disk_names_the_path_and_space_and_leaves_no_debris(tiny_disk, tmp_
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(4000, 64, generator=g), torch.randint(0, 3, (4000,), generator=g)
     net = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 3))
-    kw = dict(layers=["0", "2"], max_features=256, n_bootstrap=10, heads=("logistic",),
-              cells=(2,), progress=False)
+    kw = dict(
+        layers=["0", "2"],
+        max_features=256,
+        n_bootstrap=10,
+        heads=("logistic",),
+        cells=(2,),
+        progress=False,
+    )
     with pytest.raises(ValidationError, match=r"no space left .*needs about [0-9.]+ MiB"):
         evaluate(net, (x[:3000], y[:3000]), (x[3000:], y[3000:]), cache_dir=str(tiny_disk), **kw)
     assert not list(tiny_disk.glob("pass-*/*.bin"))  # the half-written entry is gone
-    rep = evaluate(net, (x[:3000], y[:3000]), (x[3000:], y[3000:]),
-                   cache_dir=str(tmp_path / "roomy"), **kw)
+    rep = evaluate(
+        net, (x[:3000], y[:3000]), (x[3000:], y[3000:]), cache_dir=str(tmp_path / "roomy"), **kw
+    )
     assert rep.risks.train > 0
 
 
@@ -393,15 +425,35 @@ def test_killed_sweep_leaves_no_worker_and_resumes_losing_nothing(tmp_path):
 
     manifest = tmp_path / "m.toml"
     manifest.write_text(
-        "\n".join([
-            "[sweep]", f'out = "{tmp_path / "s"}"', "evaluate = true",
-            "[train]", 'arch = "mlp"', "epochs = 3", 'optimizer = "adamw"', "lr = 0.003",
-            "[grid]", "random_state = [0, 1]",
-            "[evaluate]", "n_bootstrap = 20", 'heads = ["logistic"]', "cells = [2, 4]",
-        ])
+        "\n".join(
+            [
+                "[sweep]",
+                f'out = "{tmp_path / "s"}"',
+                "evaluate = true",
+                "[train]",
+                'arch = "mlp"',
+                "epochs = 3",
+                'optimizer = "adamw"',
+                "lr = 0.003",
+                "[grid]",
+                "random_state = [0, 1]",
+                "[evaluate]",
+                "n_bootstrap = 20",
+                'heads = ["logistic"]',
+                "cells = [2, 4]",
+            ]
+        )
     )
-    cmd = [sys.executable, "-m", "clt_gen.cli", "sweep", str(manifest), "--workers", "2",
-           "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "clt_gen.cli",
+        "sweep",
+        str(manifest),
+        "--workers",
+        "2",
+        "--no-progress",
+    ]
     parent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     workers: list[int] = []
     deadline = time.monotonic() + 120
@@ -441,6 +493,7 @@ def test_full_disk_under_a_checkpoint_or_the_pac_bayes_cache_is_named(tiny_disk)
     net = nn.Sequential(nn.Linear(300, 600), nn.ReLU(), nn.Linear(600, 3))
     w0 = copy.deepcopy(net.state_dict())
     with pytest.raises(ValidationError, match="no space left for the PAC-Bayes cache"):
-        pac_bayes_certificate(net, (x, y), prior=w0, epochs=1, cache_dir=tiny_disk / "pb",
-                              progress=False)
+        pac_bayes_certificate(
+            net, (x, y), prior=w0, epochs=1, cache_dir=tiny_disk / "pb", progress=False
+        )
     assert not list((tiny_disk / "pb").glob("pac_bayes-*"))

@@ -132,6 +132,15 @@ def test_compare_cli(tmp_path, capsys):
         ]
         assert row["best_error_bound"] == min(validation)
         assert any(b["quantity"] == "cell_head_error" for b in report["bounds"])
+    # labels name the runs in the table and the JSON; a count mismatch is refused
+    assert main(["compare", *runs, "--names", "seed 0,seed 1", "--out", str(tmp_path / "c2")]) == 0
+    assert "seed 0" in capsys.readouterr().out
+    assert [r["run"] for r in json.loads((tmp_path / "c2" / "compare.json").read_text())] == [
+        "seed 0",
+        "seed 1",
+    ]
+    assert main(["compare", *runs, "--names", "only-one"]) != 0
+    assert "one label per run (2 runs, 1 names)" in capsys.readouterr().err
 
 
 # --- measures --------------------------------------------------------------------------------
@@ -194,8 +203,11 @@ def test_independent_splits_give_each_grid_point_its_own_certify_check_draw():
     from clt_gen.data import DataConfig, load_dataset, make_splits
     from clt_gen.sweep import expand_grid, job_id
 
-    manifest = {"sweep": {"independent_splits": True}, "train": {"arch": "mlp"},
-                "grid": {"random_state": [0, 1, 2]}}
+    manifest = {
+        "sweep": {"independent_splits": True},
+        "train": {"arch": "mlp"},
+        "grid": {"random_state": [0, 1, 2]},
+    }
     jobs = expand_grid(manifest)
     seeds = [j["train"]["data"]["split_random_state"] for j in jobs]
     assert len(set(seeds)) == 3
@@ -212,9 +224,9 @@ def test_independent_splits_give_each_grid_point_its_own_certify_check_draw():
     assert len({job_id(j) for j in jobs}) == 3
 
 
-FAILING = MANIFEST.replace('"arch_kwargs.width" = [8, 16]\nseed = [0, 1]', 'arch = ["mlp", "model-a"]').replace(
-    "max_features = 8", 'max_features = 8\nlayers = ["body.1"]'
-)
+FAILING = MANIFEST.replace(
+    '"arch_kwargs.width" = [8, 16]\nseed = [0, 1]', 'arch = ["mlp", "model-a"]'
+).replace("max_features = 8", 'max_features = 8\nlayers = ["body.1"]')
 
 
 def test_a_failed_job_is_recorded_listed_and_does_not_stop_the_sweep(tmp_path, capsys):
@@ -246,7 +258,9 @@ def test_population_grid_checked_before_anything_trains(tmp_path):
     from clt_gen.sweep import check_population_grid
 
     check_population_grid({"grid": {"lr": [0.1, 0.2], "random_state": [0, 1, 2]}})
-    with pytest.raises(ValidationError, match=r"'lr' takes one value \(\[0.1\]\).*move it to \[train\]"):
+    with pytest.raises(
+        ValidationError, match=r"'lr' takes one value \(\[0.1\]\).*move it to \[train\]"
+    ):
         check_population_grid({"grid": {"lr": [0.1], "wd": [0, 1], "random_state": [0, 1, 2]}})
     with pytest.raises(ValidationError, match=r"each grid cell has 2 seed\(s\).*3 are requested"):
         check_population_grid({"grid": {"lr": [0.1, 0.2], "random_state": [0, 1]}})
