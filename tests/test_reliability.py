@@ -497,3 +497,67 @@ def test_full_disk_under_a_checkpoint_or_the_pac_bayes_cache_is_named(tiny_disk)
             net, (x, y), prior=w0, epochs=1, cache_dir=tiny_disk / "pb", progress=False
         )
     assert not list((tiny_disk / "pb").glob("pac_bayes-*"))
+
+
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        kids = _children(todo.pop())
+        out += kids
+        todo += kids
+    return out
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux /proc")
+def test_killed_evaluate_leaves_no_worker_behind(tmp_path):
+    """SIGKILL on an evaluation with worker processes: its loky workers and resource
+    tracker end with it (issue 33, item 3)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from clt_gen.data import DataConfig
+    from clt_gen.training import TrainConfig, train
+
+    ckpt = tmp_path / "ck"
+    cfg = TrainConfig(
+        arch="mlp",
+        dataset="mixture",
+        dataset_params={"n_samples": 12_000, "n_features": 64, "n_classes": 4},
+        data=DataConfig(random_state=0),
+        epochs=1,
+        progress=False,
+    )
+    train(cfg, ckpt)
+    cmd = [
+        sys.executable,
+        "-m",
+        "clt_gen.cli",
+        "evaluate",
+        str(ckpt),
+        "--out",
+        str(tmp_path / "ev"),
+        "--jobs",
+        "2",
+        "--max-features",
+        "64",
+        "--n-bootstrap",
+        "50",
+        "--no-progress",
+    ]
+    parent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kids: list[int] = []
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and len(kids) < 2 and parent.poll() is None:
+        time.sleep(0.1)
+        kids = _descendants(parent.pid)
+    assert len(kids) >= 2, "the evaluation never started its worker and resource tracker"
+    time.sleep(1.0)
+    kids = _descendants(parent.pid)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(p) for p in kids):
+        time.sleep(0.2)
+    assert not [p for p in kids if _alive(p)], "processes outlived their killed evaluation"
