@@ -398,6 +398,7 @@ def _family_lines(fams: list[dict]) -> list[str]:
 
 def reading(table: list[dict]) -> list[str]:
     """Plain statements of which predictor wins, computed from the table."""
+    table = [r for r in table if r["source"] != "clt-heldout"]  # the PGDL rule
     if not table:
         return []
     best = table[0]
@@ -414,7 +415,17 @@ def reading(table: list[dict]) -> list[str]:
             f"- **Best CLT term** (PGDL-legal): `{best_clt['predictor']}` (τ = "
             f"{best_clt['tau']:+.3f}, Ψ = {best_clt['psi']:+.3f})."
         )
+    psi = max(table, key=lambda r: abs(r["psi"]))
+    out.append(f"- **Highest |Ψ|**: `{psi['predictor']}` (Ψ = {psi['psi']:+.3f}).")
     out.append(f"- **Highest PGDL score**: `{pgdl['predictor']}` ({pgdl['pgdl']:.2f} ×100).")
+    names = [r["predictor"] for r in table]
+    if "classic:pacbayes_flatness" in names:
+        i = names.index("classic:pacbayes_flatness")
+        out.append(
+            f"- Jiang et al.'s strongest family, PAC-Bayes flatness "
+            f"(`classic:pacbayes_flatness`), ranks {i + 1} of {len(names)} by |τ| here "
+            f"(τ = {table[i]['tau']:+.3f})."
+        )
     out.append(
         f"- **Most robust** (best worst-case fraction of one-hyperparameter pairs ordered "
         f"right): `{robust['predictor']}` ({robust['robust_worst']:.3f}, worst on "
@@ -633,7 +644,8 @@ def write_page(
         "",
         f"Produced by `{meta['command']}` (seeds {meta['seeds']} per grid cell; "
         f"{meta['n_rows']} checkpoints in {len(numbers['strata'])} strata; sweep wall time "
-        f"{meta['wall_minutes']:.1f} min on {meta['machine']}). Every number below is "
+        f"{meta['wall_minutes']:.1f} min on {meta['machine']}; trained and evaluated with "
+        f"clt_gen at commit `{meta['commit']}`). Every number below is "
         f"recomputed from [`{path.with_suffix('.jsonl').name}`]"
         f"({path.with_suffix('.jsonl').name}) by `page_numbers` in the script, and a test "
         "checks that the page and the file agree.",
@@ -778,6 +790,18 @@ def run(
     return rows, records, outs, time.perf_counter() - t0
 
 
+def _head_commit() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+        )
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
 def write_jsonl(path: pathlib.Path, rows: list[dict]) -> None:
     rows = sorted(
         rows,
@@ -808,6 +832,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--n-bootstrap", type=int, default=1000)
     ap.add_argument("--wall-minutes", type=float, default=None, help="record this wall time")
     ap.add_argument("--no-weightwatcher", action="store_true")
+    ap.add_argument(
+        "--code-commit",
+        default=None,
+        help="the commit the sweep ran at, for the page (default: the current HEAD)",
+    )
     ap.add_argument(
         "--no-train",
         action="store_true",
@@ -845,7 +874,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmd = "python experiments/population_fmnist.py --workers " + str(args.workers)
     if args.manifest:
         cmd += "".join(f" --manifest {m}" for m in args.manifest)
+    commit = args.code_commit or _head_commit()
     meta = {
+        "commit": commit,
         "command": cmd,
         "seeds": ", ".join(map(str, seeds)),
         "n_rows": len(rows),
