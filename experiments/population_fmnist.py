@@ -353,7 +353,7 @@ def family_table(rows: list[dict]) -> list[dict]:
 def page_numbers(rows: list[dict], *, n_bootstrap: int = 1000) -> dict[str, Any]:
     """Every number the page prints, computed from the per-checkpoint rows only."""
     numbers: dict[str, Any] = {"strata": {}}
-    for stratum in sorted({r["stratum"] for r in rows}):
+    for stratum in sorted({r["stratum"] for r in rows}, key=lambda s: (s != "main", s)):
         ok = _ok(rows, stratum)
         failed = [r for r in rows if r["stratum"] == stratum and r["status"] == "failed"]
         if len(ok) < 3:
