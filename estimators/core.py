@@ -203,7 +203,9 @@ def _finish(
             if stat.extra_variance > 0.0:
                 stderr, ci = _widened(value, stderr, ci, stat.extra_variance, confidence)
         if clip:  # the estimand lies in [0, H_max]: intersecting keeps coverage
-            ci = (min(max(ci[0], 0.0), hmax), max(min(ci[1], hmax), 0.0))
+            # hmax is rounded up (a cap on upper ends); a lower end capped there would sit a
+            # few ulps above a truth of exactly H_max, so cap it a little below instead
+            ci = (min(max(ci[0], 0.0), hmax * (1.0 - 4e-15)), max(min(ci[1], hmax), 0.0))
     else:
         flags.append("no_bootstrap")
     if not math.isfinite(value):  # never hand back a silent NaN

@@ -1182,16 +1182,30 @@ def _cross_fit(
     return CrossFit(scores=scores, plugin=plugin, fold=fold, heads=tuple(fitted), half_scores=half)
 
 
+#: Heads whose excess risk falls as ``1/n`` near their optimum (a fixed, finite number of
+#: parameters fitted by likelihood), the model behind the learning-curve correction. A
+#: k-nearest-neighbour head is not one: its excess risk is set by its neighbourhoods,
+#: which shrink with ``n`` at a rate that depends on the dimension, and on labels
+#: independent of high-dimensional features ``2 S_n − S_{n/2}`` then lands below the
+#: truth with an interval that excludes it.
+LEARNING_CURVE_HEADS: frozenset[str] = frozenset(
+    {"prior", "scores", "table", "logistic", "gaussian", "mlp"}
+)
+
+
 def debiased_terms(fit: CrossFit, *, max_relative: float = 0.5) -> tuple[np.ndarray, bool]:
     """Per-sample terms ``2 S_n − S_{n/2}`` (two-point learning curve), when it applies.
 
-    Richardson extrapolation removes an excess risk that falls as ``1/n``. When the
-    half-size head is much worse than the full one (the correction exceeds
-    ``max_relative`` times the debiased value), the learning curve is far from that
-    regime (too few samples per parameter) and extrapolating would overshoot: the plain
-    held-out terms are returned instead, and the second value is ``False``.
+    Richardson extrapolation removes an excess risk that falls as ``1/n``, the rate of
+    the parametric heads in :data:`LEARNING_CURVE_HEADS`. When a fold's head is not one
+    of them (a kNN head), or the half-size head is much worse than the full one (the
+    correction exceeds ``max_relative`` times the debiased value: too few samples per
+    parameter for that regime), extrapolating would overshoot: the plain held-out terms
+    are returned instead, and the second value is ``False``.
     """
     if fit.half_scores is None:
+        return fit.scores, False
+    if any(h.name not in LEARNING_CURVE_HEADS for h in fit.heads):
         return fit.scores, False
     correction = float(np.mean(fit.half_scores - fit.scores))
     debiased = float(np.mean(fit.scores)) - correction

@@ -415,11 +415,12 @@ def auto(
     ``debias=True`` (default) that excess is removed to first order by a two-point
     learning curve: the chosen head is refitted on half of its fitting data, and the
     per-sample terms are ``2 S_n − S_{n/2}`` (Richardson extrapolation of an excess risk
-    that falls as ``1/n``, as it does for parametric heads). When the half-size head is
-    much worse (correction above half the debiased value: too few samples per parameter
-    for the ``1/n`` regime), the plain held-out score is kept and flagged
-    ``upper_estimate``. The debiased estimate's interval also carries the heads' own
-    fluctuation under the same model (:func:`estimators.heads.head_variance`,
+    that falls as ``1/n``, as it does for parametric heads). When a fold chose a kNN head
+    (whose excess risk does not fall as ``1/n``), or the half-size head is much worse
+    (correction above half the debiased value: too few samples per parameter for the
+    ``1/n`` regime), the plain held-out score is kept and flagged ``upper_estimate``.
+    The debiased estimate's interval also carries the heads' own fluctuation under the
+    same model (:func:`estimators.heads.head_variance`,
     ``params["head_variance"]``), which the bootstrap of the terms does not see.
     """
     from estimators._validation import check_folds
