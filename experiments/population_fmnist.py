@@ -406,6 +406,15 @@ def _robust_lines(table: list[dict], hps: Sequence[str], top: int) -> list[str]:
     return lines
 
 
+def _rate_cell(rate: dict | None, brackets: str, *, interval: bool) -> str:
+    """``rate (k/n) [low, high]`` of a :func:`coverage_interval` result, or a dash."""
+    if rate is None:
+        return "—"
+    o, c = brackets
+    out = f"{rate['rate']:.3f} {o}{rate['held']}/{rate['n']}{c}"
+    return out + (f" [{rate['low']:.3f}, {rate['high']:.3f}]" if interval else "")
+
+
 def _certificate_lines(certs: list[dict]) -> list[str]:
     lines = [
         "| certificate | family | kind | δ | held on the check split (held/n) "
@@ -414,19 +423,8 @@ def _certificate_lines(certs: list[dict]) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     for c in certs:
-        cov, ref = c["coverage"], c.get("refuted")
-        cov_s = (
-            "—"
-            if cov is None
-            else f"{cov['rate']:.3f} ({cov['held']}/{cov['n']}) [{cov['low']:.3f}, "
-            f"{cov['high']:.3f}]"
-        )
-        ref_s = (
-            "—"
-            if ref is None
-            else f"{ref['rate']:.3f} [{ref['held']}/{ref['n']}] [{ref['low']:.3f}, "
-            f"{ref['high']:.3f}]"
-        )
+        cov_s = _rate_cell(c["coverage"], "()", interval=True)
+        ref_s = _rate_cell(c.get("refuted"), "[]", interval=True)
         lines.append(
             f"| `{c['name']}` | {c['family']} | {c['kind']} | {c['delta'] or '—'} | {cov_s} | "
             f"{ref_s} | {_f(c['tightness'], '.4f')} | {c['vacuous']}/{c['n']} |"
@@ -442,11 +440,10 @@ def _family_lines(fams: list[dict]) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     for f in fams:
-        cov, ref = f["coverage"], f.get("refuted")
-        ref_s = "—" if ref is None else f"{ref['rate']:.3f} [{ref['held']}/{ref['n']}]"
+        cov_s = _rate_cell(f["coverage"], "()", interval=True)
+        ref_s = _rate_cell(f.get("refuted"), "[]", interval=False)
         lines.append(
-            f"| {f['family']} | {f['n']} | {cov['rate']:.3f} ({cov['held']}/{cov['n']}) "
-            f"[{cov['low']:.3f}, {cov['high']:.3f}] | {ref_s} | {f['mean_value']:.4f} | "
+            f"| {f['family']} | {f['n']} | {cov_s} | {ref_s} | {f['mean_value']:.4f} | "
             f"{f['mean_checked']:.4f} | {f['tightness']:+.4f} | {f['vacuous']}/{f['n']} |"
         )
     return lines

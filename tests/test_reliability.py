@@ -416,12 +416,33 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux /proc")
-def test_killed_sweep_leaves_no_worker_and_resumes_losing_nothing(tmp_path):
+def _kill_and_check_no_child_survives(cmd, children, start_within: float, what: str) -> None:
+    """Start ``cmd``; once it has two child processes, SIGKILL it; none may outlive it."""
     import signal
     import subprocess
-    import sys
     import time
+
+    parent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kids: list[int] = []
+    deadline = time.monotonic() + start_within
+    while time.monotonic() < deadline and len(kids) < 2 and parent.poll() is None:
+        time.sleep(0.1)
+        kids = children(parent.pid)
+    assert len(kids) >= 2, f"{what} never started"
+    time.sleep(1.0)
+    kids = children(parent.pid)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(p) for p in kids):
+        time.sleep(0.2)
+    assert not [p for p in kids if _alive(p)], f"{what} outlived the killed parent"
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux /proc")
+def test_killed_sweep_leaves_no_worker_and_resumes_losing_nothing(tmp_path):
+    import subprocess
+    import sys
 
     manifest = tmp_path / "m.toml"
     manifest.write_text(
@@ -454,20 +475,7 @@ def test_killed_sweep_leaves_no_worker_and_resumes_losing_nothing(tmp_path):
         "2",
         "--no-progress",
     ]
-    parent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    workers: list[int] = []
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(workers) < 2:
-        time.sleep(0.2)
-        workers = [p for p in _children(parent.pid)]
-    assert len(workers) >= 2, "the sweep never started its workers"
-    time.sleep(1.0)
-    parent.send_signal(signal.SIGKILL)
-    parent.wait()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(_alive(p) for p in workers):
-        time.sleep(0.2)
-    assert not [p for p in workers if _alive(p)], "workers outlived their killed parent"
+    _kill_and_check_no_child_survives(cmd, _children, 120, "the sweep's workers")
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     results = sorted((tmp_path / "s" / "jobs").glob("*/result.json"))
@@ -512,10 +520,7 @@ def _descendants(pid: int) -> list[int]:
 def test_killed_evaluate_leaves_no_worker_behind(tmp_path):
     """SIGKILL on an evaluation with worker processes: its loky workers and resource
     tracker end with it (issue 33, item 3)."""
-    import signal
-    import subprocess
     import sys
-    import time
 
     from clt_gen.data import DataConfig
     from clt_gen.training import TrainConfig, train
@@ -546,18 +551,6 @@ def test_killed_evaluate_leaves_no_worker_behind(tmp_path):
         "50",
         "--no-progress",
     ]
-    parent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    kids: list[int] = []
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and len(kids) < 2 and parent.poll() is None:
-        time.sleep(0.1)
-        kids = _descendants(parent.pid)
-    assert len(kids) >= 2, "the evaluation never started its worker and resource tracker"
-    time.sleep(1.0)
-    kids = _descendants(parent.pid)
-    parent.send_signal(signal.SIGKILL)
-    parent.wait()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(_alive(p) for p in kids):
-        time.sleep(0.2)
-    assert not [p for p in kids if _alive(p)], "processes outlived their killed evaluation"
+    _kill_and_check_no_child_survives(
+        cmd, _descendants, 180, "the evaluation's loky worker and resource trackers"
+    )
