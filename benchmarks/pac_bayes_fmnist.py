@@ -40,16 +40,8 @@ from clt_gen.models import build_model
 OUT = pathlib.Path(__file__).parent / "results" / "pac_bayes_fmnist.jsonl"
 
 
-def sgd(
-    net: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    epochs: int,
-    lr: float,
-    seed: int,
-    batch: int = 128,
-) -> float:
+def sgd(net: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float,
+        seed: int, batch: int = 128) -> float:
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
     steps = epochs * ((len(y) + batch - 1) // batch)
@@ -71,13 +63,8 @@ def sgd(
 
 @torch.no_grad()
 def error(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    return float(
-        sum(
-            int((net(x[i : i + 4096]).argmax(1) != y[i : i + 4096]).sum())
-            for i in range(0, len(y), 4096)
-        )
-        / len(y)
-    )
+    return float(sum(int((net(x[i : i + 4096]).argmax(1) != y[i : i + 4096]).sum())
+                     for i in range(0, len(y), 4096)) / len(y))
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -94,17 +81,9 @@ def run(args: argparse.Namespace) -> dict:
         w0 = copy.deepcopy(net.state_dict())
         t_train = sgd(net, x, y, epochs=args.train_epochs, lr=args.train_lr, seed=args.seed)
         cert = pac_bayes_certificate(
-            net,
-            (x, y),
-            prior=w0,
-            check=(xt, yt),
-            optimize_mean=args.optimize_mean,
-            epochs=args.epochs,
-            lr=args.lr,
-            lr_mean=args.lr_mean,
-            p_min=args.p_min,
-            random_state=args.seed,
-            progress=args.progress,
+            net, (x, y), prior=w0, check=(xt, yt), optimize_mean=args.optimize_mean,
+            epochs=args.epochs, lr=args.lr, lr_mean=args.lr_mean, p_min=args.p_min,
+            random_state=args.seed, progress=args.progress,
         )
         prior_rows = 0
     else:
@@ -114,30 +93,14 @@ def run(args: argparse.Namespace) -> dict:
         prior_idx, bound_idx = perm[:n_prior], perm[n_prior:]
         torch.manual_seed(args.seed)
         net = build_model("lenet", (1, 28, 28), n_classes)
-        t_train = sgd(
-            net,
-            x[prior_idx],
-            y[prior_idx],
-            epochs=args.train_epochs,
-            lr=args.train_lr,
-            seed=args.seed,
-        )
+        t_train = sgd(net, x[prior_idx], y[prior_idx], epochs=args.train_epochs,
+                      lr=args.train_lr, seed=args.seed)
         prior = copy.deepcopy(net.state_dict())
         cert = pac_bayes_certificate(
-            net,
-            (x, y),
-            rows=bound_idx.numpy(),
-            prior=prior,
-            prior_kind="data_dependent",
-            check=(xt, yt),
-            optimize_mean=True,
-            prior_sigma=args.prior_sigma or None,
-            sigma_init=args.prior_sigma or None,
-            epochs=args.epochs,
-            lr=args.lr,
-            lr_mean=args.lr_mean,
-            p_min=args.p_min,
-            random_state=args.seed,
+            net, (x, y), rows=bound_idx.numpy(), prior=prior, prior_kind="data_dependent",
+            check=(xt, yt), optimize_mean=True, prior_sigma=args.prior_sigma or None,
+            sigma_init=args.prior_sigma or None, epochs=args.epochs, lr=args.lr,
+            lr_mean=args.lr_mean, p_min=args.p_min, random_state=args.seed,
             progress=args.progress,
         )
         prior_rows = n_prior
@@ -180,53 +143,29 @@ def mc_cost(cert) -> float:
     from clt_gen.pac_bayes import pac_bayes_kl_bound
 
     delta = cert.delta_shares["pac_bayes_per_prior"]
-    bare = pac_bayes_kl_bound(
-        cert.gibbs_risk["error"], kl=cert.kl, n_samples=cert.n_samples, delta=delta
-    ).value
+    bare = pac_bayes_kl_bound(cert.gibbs_risk["error"], kl=cert.kl, n_samples=cert.n_samples,
+                              delta=delta).value
     return cert.values["error"] - bare
 
 
 def key(args: argparse.Namespace) -> str:
-    return json.dumps(
-        {
-            k: getattr(args, k)
-            for k in (
-                "protocol",
-                "binary",
-                "seed",
-                "epochs",
-                "lr",
-                "train_epochs",
-                "optimize_mean",
-                "prior_fraction",
-                "prior_sigma",
-                "lr_mean",
-                "p_min",
-                "train_lr",
-            )
-        },
-        sort_keys=True,
-    )
+    return json.dumps({k: getattr(args, k) for k in (
+        "protocol", "binary", "seed", "epochs", "lr", "train_epochs", "optimize_mean",
+        "prior_fraction", "prior_sigma", "lr_mean", "p_min", "train_lr")}, sort_keys=True)
 
 
 def report(rows: list[dict]) -> str:
     """The RESULTS table: one line per run, and whether the issue's targets hold."""
-    head = (
-        "| protocol | classes | seed | posterior | bound rows | certificate (0-1) | "
-        "Gibbs test error | deterministic test error | KL (nats) | σ_P | MC term | "
-        "certificate s | targets |"
-    )
+    head = ("| protocol | classes | seed | posterior | bound rows | certificate (0-1) | "
+            "Gibbs test error | deterministic test error | KL (nats) | σ_P | MC term | "
+            "certificate s | targets |")
     lines = [head, "|" + "---|" * 13]
     for r in rows:
         k = 2 if r["binary"] else 10
         gap = r["certificate_error"] - r["gibbs_test_error"]
         limit = 0.04 if r["protocol"] == "pbb" else 0.20
-        ok = (
-            r["certificate_error"] >= r["gibbs_test_error"]
-            and gap <= limit
-            and r["certificate_seconds"] <= 600
-            and r["mc_cost"] <= 0.005
-        )
+        ok = (r["certificate_error"] >= r["gibbs_test_error"] and gap <= limit
+              and r["certificate_seconds"] <= 600 and r["mc_cost"] <= 0.005)
         post = "μ and σ" if r["optimize_mean"] else "σ only"
         lines.append(
             f"| {r['protocol']} | {k} | {r['seed']} | {post} | {r['bound_rows']} | "
@@ -251,12 +190,8 @@ def main() -> None:
     ap.add_argument("--p-min", type=float, default=1e-4)
     ap.add_argument("--optimize-mean", action="store_true")
     ap.add_argument("--prior-fraction", type=float, default=0.5)
-    ap.add_argument(
-        "--prior-sigma",
-        type=float,
-        default=0.0,
-        help="pbb: a fixed prior std; 0 (default) picks it from the library's grid",
-    )
+    ap.add_argument("--prior-sigma", type=float, default=0.0,
+                    help="pbb: a fixed prior std; 0 (default) picks it from the library's grid")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--out", default=str(OUT))
@@ -273,11 +208,8 @@ def main() -> None:
     row = run(args)
     rows.append(row)
     atomic_write_text(out, "".join(json.dumps(r) + "\n" for r in rows))
-    show = {
-        k: (round(v, 4) if isinstance(v, float) else v)
-        for k, v in row.items()
-        if k not in ("history", "key")
-    }
+    show = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()
+            if k not in ("history", "key")}
     print(json.dumps(show, indent=1))
 
 

@@ -506,10 +506,8 @@ def make_splits(ds: Dataset, config: DataConfig | None = None) -> Splits:
     if cfg.quantize_levels is not None:
         lv = cfg.quantize_levels - 1
         xt = torch.round(xt * lv) / lv
-    hgen = (
-        gen
-        if cfg.split_random_state is None
-        else torch.Generator().manual_seed(cfg.split_random_state)
+    hgen = gen if cfg.split_random_state is None else torch.Generator().manual_seed(
+        cfg.split_random_state
     )
     hperm = torch.randperm(len(yt), generator=hgen)
     n_check = int(round(cfg.check_fraction * len(yt)))

@@ -205,7 +205,9 @@ class _Sampler:
         return t, None
 
     def _noise(self, shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
-        return torch.randn(tuple(shape), generator=self.gen, device=like.device, dtype=like.dtype)
+        return torch.randn(
+            tuple(shape), generator=self.gen, device=like.device, dtype=like.dtype
+        )
 
     def _per_example(self, mean: Any, std: Any, batch: int) -> Any:
         """``(batch, *shape)`` draws (or the fixed tensor broadcast)."""
@@ -305,7 +307,9 @@ class _Sampler:
         self.gen, self.mode = gen, mode
         if mode == "batch":
             self.batch_weights = self.post.draw(gen)
-            return torch.func.functional_call(self.model, self.batch_weights, (x,), strict=False)
+            return torch.func.functional_call(
+                self.model, self.batch_weights, (x,), strict=False
+            )
         return self.model(x)
 
 
@@ -672,7 +676,9 @@ def _initial_scale(su: _Setup, opts: dict[str, Any]) -> None:
 
 
 def _cache_key(parts: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[
+        :24
+    ]
 
 
 def _save_state(path: pathlib.Path, state: _State, opt: torch.optim.Optimizer) -> None:
@@ -1199,16 +1205,8 @@ def pac_bayes_certificate(
     """
     t_start = time.perf_counter()
     cfg = _config(config, options)
-    su = _prepare(
-        model,
-        train,
-        cfg,
-        prior=prior,
-        init_state=init_state,
-        rows=rows,
-        output=output,
-        posterior_std=posterior_std,
-    )
+    su = _prepare(model, train, cfg, prior=prior, init_state=init_state, rows=rows,
+                  output=output, posterior_std=posterior_std)
     mode = _resolve_sampling(su.sampler.model, cfg.sampling)
     opts = _options(cfg, mode, output)
     start_given = cfg.sigma_init is not None or posterior_std is not None
@@ -1217,18 +1215,9 @@ def pac_bayes_certificate(
     sigma_p = _fit_posterior(su, opts, cache, start_given)
     t_opt = time.perf_counter() - t0
     risks, terms, t_mc = _sample_train(su, cfg, mode, output)
-    return _result(
-        su,
-        model,
-        cfg,
-        (risks, terms, sigma_p),
-        mode,
-        check,
-        output,
-        prior_kind=prior_kind,
-        rows=rows,
-        timings={"optimize": t_opt, "sample": t_mc, "t_start": t_start},
-    )
+    return _result(su, model, cfg, (risks, terms, sigma_p), mode, check, output,
+                   prior_kind=prior_kind, rows=rows,
+                   timings={"optimize": t_opt, "sample": t_mc, "t_start": t_start})
 
 
 def _config(config: PacBayesConfig | None, options: dict[str, Any]) -> PacBayesConfig:
@@ -1248,24 +1237,12 @@ def _sample_train(
     n = len(su.y)
     passes = cfg.mc_passes or int(min(50, max(1, math.ceil(100_000 / n))))
     mc_batch = 256 if mode == "example" else cfg.batch_size
-    sample: dict[str, Any] = {
-        "batch_size": mc_batch,
-        "mode": mode,
-        "device": su.device,
-        "output": output,
-        "p_min": cfg.p_min,
-        "progress": cfg.progress,
-    }
+    sample: dict[str, Any] = {"batch_size": mc_batch, "mode": mode, "device": su.device,
+                              "output": output, "p_min": cfg.p_min, "progress": cfg.progress}
     t0 = time.perf_counter()
-    risks, n_terms = _sample_risks(
-        su.sampler,
-        su.x,
-        su.y,
-        passes=passes,
-        seed=cfg.random_state + 104729,
-        desc="PAC-Bayes sampling",
-        **sample,
-    )
+    risks, n_terms = _sample_risks(su.sampler, su.x, su.y, passes=passes,
+                                   seed=cfg.random_state + 104729, desc="PAC-Bayes sampling",
+                                   **sample)
     # terms: one per row and pass ("example"), or a batch's loss sum over the largest
     # batch ("batch"); ratio turns the terms' mean into the empirical Gibbs risk
     ratio = (1 if mode == "example" else mc_batch) * n_terms / (passes * n)
@@ -1293,14 +1270,8 @@ def _result(
     kl = float(post.kl(su.prior_mean, sig))
     assert cfg.delta_mc is not None
     values, uppers, shares = _certify(
-        risks,
-        terms["ratio"],
-        n_terms=terms["n_terms"],
-        kl=kl,
-        n=n,
-        delta=cfg.delta,
-        delta_mc=cfg.delta_mc,
-        n_priors=len(su.grid),
+        risks, terms["ratio"], n_terms=terms["n_terms"], kl=kl, n=n, delta=cfg.delta,
+        delta_mc=cfg.delta_mc, n_priors=len(su.grid),
     )
     check_stats = _gibbs_check(su, model, check, terms["sample"], cfg.random_state + 7_368_787)
     return PacBayesCertificate(
@@ -1332,11 +1303,8 @@ def _result(
         check=check_stats,
         history=tuple(su.state.history),
         wall_time=time.perf_counter() - timings["t_start"],
-        timings={
-            "optimize": timings["optimize"],
-            "sample": timings["sample"],
-            "mc_passes": float(terms["passes"]),
-        },
+        timings={"optimize": timings["optimize"], "sample": timings["sample"],
+                 "mc_passes": float(terms["passes"])},
         rows={"n_rows": n, "subset": rows is not None},
     )
 
@@ -1348,10 +1316,8 @@ def _check_loop_options(
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
             raise ValidationError(f"{name} must be an int >= {low} (got {v!r})")
     for name, v in (("lr", lr), ("lr_mean", lr_mean)):
-        if (
-            isinstance(v, bool)
-            or not isinstance(v, (int, float))
-            or not (v > 0 and math.isfinite(v))
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
+            v > 0 and math.isfinite(v)
         ):
             raise ValidationError(f"{name} must be a float > 0 (got {v!r})")
     if mc_passes is not None and (
@@ -1402,14 +1368,8 @@ def _certify(
     values, uppers = {}, {}
     for loss in LOSSES:
         out = certificate_value(
-            risks[loss],
-            n_mc_terms=n_terms,
-            kl=kl,
-            n_samples=n,
-            delta=delta,
-            delta_mc=delta_mc,
-            n_priors=n_priors,
-            ratio=ratio,
+            risks[loss], n_mc_terms=n_terms, kl=kl, n_samples=n, delta=delta,
+            delta_mc=delta_mc, n_priors=n_priors, ratio=ratio,
         )
         values[loss], uppers[loss] = out["value"], out["empirical_upper"]
     shares = {k: float(v) for k, v in out["delta_shares"].items()}

@@ -74,26 +74,12 @@ def _entropy_figure(report: dict[str, Any], rows: list[dict[str, Any]]) -> list[
         vals = np.array([g[0] for g in got if g])
         lo = np.array([g[1] for g in got if g])
         hi = np.array([g[2] for g in got if g])
-        ax.errorbar(
-            x + off,
-            vals,
-            yerr=[vals - lo, hi - vals],
-            fmt="o-",
-            capsize=3,
-            label=label,
-            color=color,
-            lw=1.2,
-        )
+        ax.errorbar(x + off, vals, yerr=[vals - lo, hi - vals], fmt="o-", capsize=3,
+                    label=label, color=color, lw=1.2)
     ustar = [(r.get("H_upper") or {}).get("profile") for r in rows]
     if all(u is not None for u in ustar):
-        ax.step(
-            x,
-            ustar,
-            where="mid",
-            color="#2ca02c",
-            lw=2,
-            label="U*: certified upper bound (prob. ≥ 1−δ)",
-        )
+        ax.step(x, ustar, where="mid", color="#2ca02c", lw=2,
+                label="U*: certified upper bound (prob. ≥ 1−δ)")
     risks = report.get("risks", {})
     if "train" in risks:
         ax.axhline(risks["train"], ls="--", color="#1f77b4", lw=1, label="train risk")
@@ -134,20 +120,11 @@ def _loss_figure(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
         res = [r["information_loss"].get("resolution") for r in loss_rows]
         if all(v is not None for v in res):
             xs = np.arange(len(vals))
-            ax.fill_between(
-                xs,
-                [-v for v in res],
-                res,
-                step="mid",
-                color="#bbbbbb",
-                alpha=0.5,
-                label="± resolution: losses inside cannot be told from 0",
-            )
+            ax.fill_between(xs, [-v for v in res], res, step="mid", color="#bbbbbb", alpha=0.5,
+                            label="± resolution: losses inside cannot be told from 0")
             ax.legend(fontsize=7)
         ax.set_xticks(
-            range(len(vals)),
-            [r.get("label") or r["name"] for r in loss_rows],
-            rotation=30,
+            range(len(vals)), [r.get("label") or r["name"] for r in loss_rows], rotation=30,
             ha="right",
         )
         ax.set_ylabel("Δ = H(Y|Z_l) − H(Y|Z_{l−1})")
@@ -398,7 +375,9 @@ def _first_screen(report: dict[str, Any]) -> list[str]:
     pb = _best(bounds, "gibbs_error")
     held = _best(bounds, "error")
 
-    def cert(b: dict[str, Any] | None, what: str, missing: str, after: str = "") -> tuple[str, str]:
+    def cert(
+        b: dict[str, Any] | None, what: str, missing: str, after: str = ""
+    ) -> tuple[str, str]:
         if b is None:
             return missing, "—"
         ok = "held" if b.get("held") else "FAILED"
@@ -417,19 +396,12 @@ def _first_screen(report: dict[str, Any]) -> list[str]:
             f"{r['check']:.4f}, gap {r['gap']:+.4f}",
             "measured",
         ),
-        (
-            "Guarantee from the training data",
-            *cert(
-                pb,
-                "test error of the Gibbs network (fresh weights per prediction)",
-                "not computed: evaluate with --pac-bayes (PAC-Bayes, no held-out data needed)",
-                f" (the checkpoint's own: {det:.2%})" if det is not None else "",
-            ),
-        ),
-        (
-            "Guarantee from held-out data",
-            *cert(held, "test error of this checkpoint", "no held-out certificate"),
-        ),
+        ("Guarantee from the training data",
+         *cert(pb, "test error of the Gibbs network (fresh weights per prediction)",
+               "not computed: evaluate with --pac-bayes (PAC-Bayes, no held-out data needed)",
+               f" (the checkpoint's own: {det:.2%})" if det is not None else "")),
+        ("Guarantee from held-out data",
+         *cert(held, "test error of this checkpoint", "no held-out certificate")),
     ]
     layers = report.get("layers", [])
     if layers:
@@ -438,16 +410,13 @@ def _first_screen(report: dict[str, Any]) -> list[str]:
         ci = h.get("ci") or []
         f = report.get("floor", {})
         resolved = [
-            row
-            for row in layers
-            if row.get("information_loss")
-            and loss_text(row["information_loss"])[0] != "<"
+            row for row in layers
+            if row.get("information_loss") and loss_text(row["information_loss"])[0] != "<"
             and row["information_loss"].get("resolution") is not None
         ]
         loss = (
             f"largest resolvable information loss at '{resolved[0].get('label')}'"
-            if resolved
-            else "no information loss resolvable at this sample size"
+            if resolved else "no information loss resolvable at this sample size"
         )
         rows.append(
             (
@@ -486,16 +455,10 @@ def _pac_bayes_section(pb: dict[str, Any]) -> list[str]:
         ("KL(Q || P), nats", pb.get("kl")),
         ("rows of the bound", pb.get("n_samples")),
         ("Monte-Carlo terms", pb.get("n_mc_terms")),
-        (
-            "prior",
-            f"{prior.get('kind')}, σ_P = {_fmt(prior.get('sigma'))} from a grid of "
-            f"{prior.get('grid_size')}",
-        ),
-        (
-            "δ shares",
-            f"Monte Carlo {_fmt(shares.get('monte_carlo'))}, PAC-Bayes "
-            f"{_fmt(shares.get('pac_bayes'))} over {shares.get('n_priors')} priors",
-        ),
+        ("prior", f"{prior.get('kind')}, σ_P = {_fmt(prior.get('sigma'))} from a grid of "
+                  f"{prior.get('grid_size')}"),
+        ("δ shares", f"Monte Carlo {_fmt(shares.get('monte_carlo'))}, PAC-Bayes "
+                     f"{_fmt(shares.get('pac_bayes'))} over {shares.get('n_priors')} priors"),
         ("sampling", pb.get("sampling")),
         ("parameters sampled", len(pb.get("sampled_parameters", []))),
         ("buffers not sampled", ", ".join(pb.get("not_sampled_buffers", [])) or "none"),

@@ -502,7 +502,9 @@ def _run_and_complete(
     return probe
 
 
-def _disk_error(exc: OSError, root: pathlib.Path | None, sink: _Sink, source: Source) -> Exception:
+def _disk_error(
+    exc: OSError, root: pathlib.Path | None, sink: _Sink, source: Source
+) -> Exception:
     """Remove a half-written cache entry; name the path and the space the pass needs."""
     import errno
     import shutil

@@ -404,8 +404,32 @@ def run_sweep(
     pending = [
         j for j in jobs if not (pathlib.Path(out) / "jobs" / job_id(j) / "result.json").exists()
     ]
-    threads = max(1, (os.cpu_count() or 1) // workers)
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc="jobs", disable=not progress)
+    failed = _execute(pending, out, backend, workers, address, bar)
+    bar.close()
+    if failed:
+        warnings.warn(
+            f"{len(failed)} of {len(pending)} sweep jobs failed and were not recorded as "
+            f"finished: {'; '.join(failed[:5])}{' ...' if len(failed) > 5 else ''}. Each "
+            f"job directory under {out}/jobs holds an error.json with the traceback "
+            "(clt_gen.sweep.collect_failures lists them); running the sweep again retries "
+            "them.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return collect(out)
+
+
+def _execute(
+    pending: list[dict[str, Any]],
+    out: str,
+    backend: str,
+    workers: int,
+    address: str | None,
+    bar: Any,
+) -> list[str]:
+    """Run the pending jobs on the backend; return the failed jobs' messages."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
     failed: list[str] = []
     if backend == "local":
         if workers == 1:
@@ -422,18 +446,7 @@ def run_sweep(
         _run_ray(pending, out, workers, address, bar, failed)
     else:
         raise ValidationError(f"backend must be 'local' or 'ray' (got {backend!r})")
-    bar.close()
-    if failed:
-        warnings.warn(
-            f"{len(failed)} of {len(pending)} sweep jobs failed and were not recorded as "
-            f"finished: {'; '.join(failed[:5])}{' ...' if len(failed) > 5 else ''}. Each "
-            f"job directory under {out}/jobs holds an error.json with the traceback "
-            "(clt_gen.sweep.collect_failures lists them); running the sweep again retries "
-            "them.",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    return collect(out)
+    return failed
 
 
 def _finish(get: Any, failed: list[str], bar: Any) -> None:

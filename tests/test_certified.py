@@ -914,7 +914,9 @@ def test_half_size_refit_smooths_at_the_same_scale():
     head's ``k`` fixed, the half-size head averaged over twice the neighbourhood (on
     discrete codes: over other codes), the correction read that extra bias as excess risk
     and overshot: 10 codes x 5 classes, n = 3000, readings 0.008-0.072 nats *below* the
-    truth on seeds 0-3 (now -0.008 to +0.031)."""
+    truth on seeds 0-3 (then -0.008 to +0.031). Since the learning curve is no longer
+    applied under a kNN head (its excess risk need not fall as 1/n; issue 33), a seed whose
+    fold chose kNN keeps the plain held-out score, an upper estimate."""
     from estimators.heads import at_size
 
     assert at_size("knn", {"n_neighbors": 30}, 0.5) == {"n_neighbors": 15}
@@ -927,7 +929,9 @@ def test_half_size_refit_smooths_at_the_same_scale():
         codes = gen.integers(0, 10, 3000)
         y = np.minimum((np.cumsum(post[codes], 1) < gen.uniform(size=(3000, 1))).sum(1), 4)
         est = estimators.conditional_entropy(codes, y, random_state=seed, n_bootstrap=0)
-        assert est.params["debias"]
+        knn = any(h["name"] == "knn" for h in est.params["heads"])
+        assert est.params["debias"] is not knn
+        assert ("upper_estimate" in est.flags) is knn
         assert est.value > truth - 0.03
 
 

@@ -139,13 +139,8 @@ def test_kl_bernoulli_matches_mpmath():
 
 @pytest.mark.parametrize(
     "risk,kl,n,delta",
-    [
-        (0.0, 0.0, 100, 0.05),
-        (0.03, 5000.0, 55_000, 0.05),
-        (0.2, 12.0, 1000, 0.01),
-        (0.5, 1e5, 60_000, 0.1),
-        (0.999, 3.0, 50, 0.5),
-    ],
+    [(0.0, 0.0, 100, 0.05), (0.03, 5000.0, 55_000, 0.05), (0.2, 12.0, 1000, 0.01),
+     (0.5, 1e5, 60_000, 0.1), (0.999, 3.0, 50, 0.5)],
 )
 def test_pac_bayes_kl_bound_matches_a_slow_implementation(risk, kl, n, delta):
     b = pac_bayes_kl_bound(risk, kl=kl, n_samples=n, delta=delta)
@@ -237,12 +232,8 @@ def test_prior_grid_is_geometric():
         (lambda: pac_bayes_kl_bound(0.1, kl=-1.0, n_samples=100, delta=0.05), "kl must be"),
         (lambda: pac_bayes_kl_bound(0.1, kl=1.0, n_samples=100, delta=1.0), "delta must be"),
         (lambda: pac_bayes_kl_bound(0.1, kl=1.0, n_samples=5, delta=0.05), ">= 8"),
-        (
-            lambda: certificate_value(
-                0.1, n_mc_terms=10, kl=1.0, n_samples=100, delta=0.05, delta_mc=0.05
-            ),
-            "delta_mc must be smaller",
-        ),
+        (lambda: certificate_value(0.1, n_mc_terms=10, kl=1.0, n_samples=100, delta=0.05,
+                                   delta_mc=0.05), "delta_mc must be smaller"),
     ],
 )
 def test_bad_arithmetic_input_is_named(call, match):
@@ -290,9 +281,8 @@ def test_certificate_end_to_end_and_model_untouched():
     before = {k: v.clone() for k, v in net.state_dict().items()}
     flags = [m.training for m in net.modules()]
     xc, yc = _blobs(1000, seed=1)
-    cert = pac_bayes_certificate(
-        net, (x, y), prior=w0, check=(xc, yc), epochs=2, progress=False, device="cpu"
-    )
+    cert = pac_bayes_certificate(net, (x, y), prior=w0, check=(xc, yc), epochs=2,
+                                 progress=False, device="cpu")
     after = net.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # bit-identical
     assert [m.training for m in net.modules()] == flags
@@ -316,16 +306,8 @@ def test_prior_equal_to_posterior_gives_zero_kl_and_the_test_set_bound():
     net, _ = _fit_linear(x, y)
     prior = copy.deepcopy(net.state_dict())
     sigma = 0.05
-    cert = pac_bayes_certificate(
-        net,
-        (x, y),
-        prior=prior,
-        prior_sigma=sigma,
-        sigma_init=sigma,
-        epochs=0,
-        progress=False,
-        device="cpu",
-    )
+    cert = pac_bayes_certificate(net, (x, y), prior=prior, prior_sigma=sigma, sigma_init=sigma,
+                                 epochs=0, progress=False, device="cpu")
     assert cert.kl == pytest.approx(0.0, abs=1e-9)
     n, shares = cert.n_samples, cert.delta_shares
     inner = monte_carlo_upper(cert.gibbs_risk["error"], cert.n_mc_terms, shares["monte_carlo"])
@@ -373,16 +355,8 @@ def test_batch_mode_draws_one_network_per_batch_and_matches_at_zero_noise():
     emb = nn.Sequential(net)
     assert sampling_mode(emb) == "example"
     assert sampling_mode(nn.Embedding(3, 2)) == "batch"
-    cert_b = pac_bayes_certificate(
-        net,
-        (x, y),
-        prior=w0,
-        sampling="batch",
-        epochs=1,
-        prior_sigma=[1e-6],
-        sigma_init=1e-9,
-        progress=False,
-    )
+    cert_b = pac_bayes_certificate(net, (x, y), prior=w0, sampling="batch", epochs=1,
+                                   prior_sigma=[1e-6], sigma_init=1e-9, progress=False)
     det_err = int((net(x).argmax(1) != y).sum()) / len(y)
     assert cert_b.sampling == "batch"
     assert cert_b.gibbs_risk["error"] == pytest.approx(det_err, abs=1e-12)
@@ -404,17 +378,8 @@ def test_gibbs_risk_coverage_on_a_task_with_known_gibbs_risk():
         x, y = _blobs(n, seed=rep)
         net, w0 = _fit_linear(x, y, seed=rep, steps=30)
         cert = pac_bayes_certificate(
-            net,
-            (x, y),
-            prior=w0,
-            delta=delta,
-            prior_sigma=[0.3, 1.0, 3.0],
-            epochs=1,
-            batch_size=100,
-            mc_passes=5,
-            progress=False,
-            random_state=rep,
-            device="cpu",
+            net, (x, y), prior=w0, delta=delta, prior_sigma=[0.3, 1.0, 3.0], epochs=1,
+            batch_size=100, mc_passes=5, progress=False, random_state=rep, device="cpu",
         )
         mu, sd = cert.posterior_mean, cert.posterior_std
         dw = mu["weight"][1] - mu["weight"][0]

@@ -24,15 +24,8 @@ FAST = {"n_bootstrap": 20, "heads": ("logistic",), "cells": (2, 4), "progress": 
 @pytest.fixture(scope="module")
 def digits_ckpt(tmp_path_factory):
     d = tmp_path_factory.mktemp("pb") / "ck"
-    cfg = TrainConfig(
-        arch="mlp",
-        arch_kwargs={"width": 32, "depth": 1},
-        epochs=4,
-        optimizer="adamw",
-        lr=3e-3,
-        progress=False,
-        random_state=1,
-    )
+    cfg = TrainConfig(arch="mlp", arch_kwargs={"width": 32, "depth": 1}, epochs=4,
+                      optimizer="adamw", lr=3e-3, progress=False, random_state=1)
     train(cfg, d)
     return d
 
@@ -50,11 +43,8 @@ def test_training_records_the_initialization(digits_ckpt):
 
 def test_evaluate_adds_checked_pac_bayes_certificates(digits_ckpt, tmp_path):
     out = tmp_path / "ev"
-    rep = evaluate(
-        EvaluateConfig(
-            checkpoint=str(digits_ckpt), out=str(out), pac_bayes=True, pac_bayes_epochs=1, **FAST
-        )
-    )
+    rep = evaluate(EvaluateConfig(checkpoint=str(digits_ckpt), out=str(out), pac_bayes=True,
+                                  pac_bayes_epochs=1, **FAST))
     rows = {b.name: b for b in rep.bounds if b.name.startswith("pac_bayes")}
     assert set(rows) == {"pac_bayes[error]", "pac_bayes[ce]"}
     err = rows["pac_bayes[error]"]
@@ -88,16 +78,9 @@ def test_old_reports_without_pac_bayes_still_load():
 
 def test_data_dependent_prior_training_and_its_certificate(tmp_path):
     d = tmp_path / "ck"
-    cfg = TrainConfig(
-        arch="mlp",
-        arch_kwargs={"width": 32, "depth": 1},
-        epochs=3,
-        optimizer="adamw",
-        lr=3e-3,
-        progress=False,
-        pac_bayes_prior=0.5,
-        pac_bayes_epochs=2,
-    )
+    cfg = TrainConfig(arch="mlp", arch_kwargs={"width": 32, "depth": 1}, epochs=3,
+                      optimizer="adamw", lr=3e-3, progress=False, pac_bayes_prior=0.5,
+                      pac_bayes_epochs=2)
     res = train(cfg, d)
     pb = res.meta["pac_bayes"]
     rows = load_tensors(d / "pac_bayes_rows.safetensors", pb["rows_sha256"])
@@ -132,15 +115,8 @@ def test_users_module_needs_its_initialization_for_the_init_prior():
         opt.step()
     with pytest.raises(ValidationError, match="init_state"):
         evaluate(net, (x[:400], y[:400]), (x[400:], y[400:]), pac_bayes=True, **FAST)
-    rep = evaluate(
-        net,
-        (x[:400], y[:400]),
-        (x[400:], y[400:]),
-        pac_bayes=True,
-        pac_bayes_epochs=1,
-        init_state=w0,
-        **FAST,
-    )
+    rep = evaluate(net, (x[:400], y[:400]), (x[400:], y[400:]), pac_bayes=True,
+                   pac_bayes_epochs=1, init_state=w0, **FAST)
     err = [b for b in rep.bounds if b.name == "pac_bayes[error]"][0]
     assert 0 < err.value <= 1 and err.checked_value is not None
     assert rep.pac_bayes["check"]["n_rows"] == rep.data["n_check"]
@@ -157,52 +133,13 @@ def test_pac_bayes_config_is_validated_before_any_work():
 
 def test_cli_train_and_evaluate_with_pac_bayes(tmp_path, capsys):
     ck = tmp_path / "ck"
-    assert (
-        main(
-            [
-                "train",
-                "--arch",
-                "mlp",
-                "--arch-kwargs",
-                '{"width": 16, "depth": 1}',
-                "--epochs",
-                "2",
-                "--optimizer",
-                "adamw",
-                "--lr",
-                "0.003",
-                "--out",
-                str(ck),
-                "--pac-bayes-prior",
-                "0.5",
-                "--pac-bayes-epochs",
-                "1",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert main(["train", "--arch", "mlp", "--arch-kwargs", '{"width": 16, "depth": 1}',
+                 "--epochs", "2", "--optimizer", "adamw", "--lr", "0.003", "--out", str(ck),
+                 "--pac-bayes-prior", "0.5", "--pac-bayes-epochs", "1", "--no-progress"]) == 0
     assert "PAC-Bayes (prior on" in capsys.readouterr().out
     out = tmp_path / "ev"
-    assert (
-        main(
-            [
-                "evaluate",
-                str(ck),
-                "--out",
-                str(out),
-                "--pac-bayes",
-                "--pac-bayes-epochs",
-                "1",
-                "--n-bootstrap",
-                "20",
-                "--heads",
-                "logistic",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert main(["evaluate", str(ck), "--out", str(out), "--pac-bayes", "--pac-bayes-epochs",
+                 "1", "--n-bootstrap", "20", "--heads", "logistic", "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "pac_bayes[error]" in printed
     assert load_report(out).pac_bayes["prior"]["kind"] == "data_dependent"

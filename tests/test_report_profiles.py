@@ -58,9 +58,8 @@ def bottleneck_report():
     x_tr, y_tr = _task(1500, 1)
     x_te, y_te = _task(3000, 2)
     x_ch, y_ch = _task(500, 3)
-    rep = evaluate(
-        net, (x_tr, y_tr), (x_te, y_te), check=(x_ch, y_ch), layers=["input", "0", "1", "2"], **OPTS
-    )
+    rep = evaluate(net, (x_tr, y_tr), (x_te, y_te), check=(x_ch, y_ch),
+                   layers=["input", "0", "1", "2"], **OPTS)
     return rep, net, (x_te, y_te)
 
 
@@ -87,14 +86,8 @@ def test_two_profiles_match_an_independent_recomputation(bottleneck_report):
     uppers = []
     for name in layers:
         est, ub, _ = estimate_and_bound(
-            feats[name].numpy(),
-            y_te.numpy(),
-            omega="shannon",
-            n_classes=3,
-            random_state=0,
-            delta=0.05 / len(layers),
-            n_bootstrap=OPTS["n_bootstrap"],
-            heads=OPTS["heads"],
+            feats[name].numpy(), y_te.numpy(), omega="shannon", n_classes=3, random_state=0,
+            delta=0.05 / len(layers), n_bootstrap=OPTS["n_bootstrap"], heads=OPTS["heads"],
         )
         row = rep.layer(name)
         assert row.probe is not None
@@ -123,10 +116,9 @@ def test_profiles_are_in_every_view(bottleneck_report, tmp_path):
     frame = rep.layers_frame()
     assert {"probe", "U_star_from", "information_loss_resolution"} <= set(frame.columns)
     again = Report.from_dict(json.loads(json.dumps(d)))
-    assert (
-        again.layer("1").information_loss.resolution
-        == d["layers"][2]["information_loss"]["resolution"]
-    )
+    assert again.layer("1").information_loss.resolution == d["layers"][2]["information_loss"][
+        "resolution"
+    ]
 
 
 def test_vacuous_bounds_are_marked_and_counted_apart():
