@@ -40,6 +40,7 @@ __all__ = [
     "robust_sign_agreement",
     "RobustAgreement",
     "coverage_interval",
+    "clopper_pearson",
 ]
 
 
@@ -437,6 +438,26 @@ def robust_sign_agreement(
     return RobustAgreement(per[worst], worst, per, counts, worst_cell)
 
 
+def clopper_pearson(k: int, n: int, *, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper–Pearson) two-sided interval for a binomial proportion ``k / n``.
+
+    Each end is also the exact one-sided bound at ``(1 − level) / 2``.
+
+    Examples
+    --------
+    >>> [round(v, 3) for v in clopper_pearson(19, 20)]
+    [0.751, 0.999]
+    """
+    from scipy.stats import beta
+
+    if not 0.0 < level < 1.0:
+        raise ValidationError(f"level must be in (0, 1) (got {level!r}); 0.95 is usual")
+    a = (1 - level) / 2
+    low = 0.0 if k == 0 else float(beta.ppf(a, k, n - k + 1))
+    high = 1.0 if k == n else float(beta.ppf(1 - a, k + 1, n - k))
+    return low, high
+
+
 def coverage_interval(held: Sequence[bool], *, level: float = 0.95) -> dict[str, float]:
     """Coverage of a certificate over independent trials, with a Clopper–Pearson interval.
 
@@ -458,15 +479,9 @@ def coverage_interval(held: Sequence[bool], *, level: float = 0.95) -> dict[str,
     >>> out["rate"], round(out["low"], 3), round(out["high"], 3)
     (0.95, 0.751, 0.999)
     """
-    from scipy.stats import beta
-
     h = [bool(v) for v in held]
     n, k = len(h), sum(h)
     if n == 0:
         raise ValidationError("held must list at least one trial")
-    if not 0.0 < level < 1.0:
-        raise ValidationError(f"level must be in (0, 1) (got {level!r}); 0.95 is usual")
-    a = (1 - level) / 2
-    low = 0.0 if k == 0 else float(beta.ppf(a, k, n - k + 1))
-    high = 1.0 if k == n else float(beta.ppf(1 - a, k + 1, n - k))
+    low, high = clopper_pearson(k, n, level=level)
     return {"held": k, "n": n, "rate": k / n, "low": low, "high": high}

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import sys
 import time
@@ -39,6 +40,7 @@ import numpy as np
 from clt_gen._io import atomic_write_bytes, atomic_write_text
 from clt_gen.compare import compare_reports
 from clt_gen.population import (
+    clopper_pearson,
     coverage_interval,
     granulated_kendall,
     kendall_tau_interval,
@@ -261,8 +263,6 @@ def refuted_by_check(cert: dict, row: dict) -> bool | None:
     ``δ + REFUTE_ALPHA``. ``None`` where this does not apply (not a probabilistic upper
     bound on a 0/1 loss, or no check size recorded).
     """
-    from scipy.stats import beta
-
     n = row.get("n_check")
     if (
         cert["kind"] != "probabilistic"
@@ -272,8 +272,7 @@ def refuted_by_check(cert: dict, row: dict) -> bool | None:
         or cert["checked"] is None
     ):
         return None
-    k = round(cert["checked"] * n)
-    low = 0.0 if k == 0 else float(beta.ppf(REFUTE_ALPHA, k, n - k + 1))
+    low, _ = clopper_pearson(round(cert["checked"] * n), n, level=1 - 2 * REFUTE_ALPHA)
     return bool(cert["value"] < low)
 
 
@@ -954,7 +953,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "wall_minutes": args.wall_minutes
         if args.wall_minutes
         else max(secs / 60, job_minutes / max(args.workers, 1)),
-        "machine": f"a {__import__('os').cpu_count()}-core CPU, {args.workers} local workers",
+        "machine": f"a {os.cpu_count()}-core CPU, {args.workers} local workers",
         "manifests": [
             str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
             for p in manifests.values()
